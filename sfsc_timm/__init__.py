@@ -1,0 +1,12 @@
+"""sfsc-timm: switchable, self-compatible image embeddings (SFSC, Wu et al., CVPR 2023) for timm.
+
+Importing the package registers the ``sfsc_*`` models with timm::
+
+    import timm, sfsc_timm
+    net = timm.create_model('sfsc_resnet50', num_classes=751)          # the switchable supernet
+    sub = timm.create_model('local-dir:/path/to/export', width=0.25, pretrained=True)   # one static width
+"""
+from .layers import DEFAULT_WIDTHS
+from .models import CheckpointError, EmbeddingNet, SwitchableEmbeddingNet, extract, load, save
+
+__version__ = '0.1.0'

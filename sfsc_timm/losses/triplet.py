@@ -1,0 +1,64 @@
+""" Batch-hard triplet loss (Hermans, Beyer and Leibe 2017, "In Defense of the Triplet Loss for Person Re-ID"). """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['BatchHardTripletLoss', 'pairwise_euclidean']
+
+
+def pairwise_euclidean(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Euclidean distance matrix of the rows of `x` `(B, D)` -> `(B, B)`.
+
+    Squared distances are clamped at `eps` before the square root, so the gradient stays finite for coincident points.
+    """
+    sq_norm = x.pow(2).sum(1)
+    sq_dist = sq_norm.unsqueeze(1) + sq_norm.unsqueeze(0) - 2. * x @ x.t()
+    return sq_dist.clamp_min(eps).sqrt()
+
+
+class BatchHardTripletLoss(nn.Module):
+    """For each anchor: the farthest same-label sample and the closest other-label sample in the batch.
+
+    `loss_a = relu(d(a, hardest positive) - d(a, hardest negative) + margin)`, or with `soft_margin=True`
+    `softplus(d_ap - d_an)` (no margin, never exactly zero). The result is the mean over anchors.
+
+    Anchors without any positive (a label seen once in the batch) or without any negative (a single-label batch)
+    define no triplet: they are excluded from the mean. A batch without any valid anchor gives a zero that is
+    still connected to the graph, so `backward()` works and yields zero gradients.
+
+    Args:
+        margin: Margin of the hinge (ignored with `soft_margin`).
+        normalize: L2-normalise embeddings first (distances then lie in [0, 2]).
+        soft_margin: Use `softplus` instead of the hinge.
+    """
+
+    def __init__(self, margin: float = 0.3, normalize: bool = False, soft_margin: bool = False):
+        super().__init__()
+        self.margin = margin
+        self.normalize = normalize
+        self.soft_margin = soft_margin
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean batch-hard triplet loss of `embeddings` `(B, D)` with integer `labels` `(B,)`."""
+        # distances of low-precision embeddings suffer from cancellation in the |a|^2 + |b|^2 - 2ab expansion
+        x = embeddings.float()
+        if self.normalize:
+            x = F.normalize(x, dim=1)
+        dist = pairwise_euclidean(x)
+        same = labels.unsqueeze(0) == labels.unsqueeze(1)
+        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        pos_mask = same & ~eye
+        neg_mask = ~same
+        valid = pos_mask.any(1) & neg_mask.any(1)
+        if not valid.any():
+            return embeddings.sum() * 0.
+        dist_ap = dist.masked_fill(~pos_mask, float('-inf')).amax(1)[valid]
+        dist_an = dist.masked_fill(~neg_mask, float('inf')).amin(1)[valid]
+        if self.soft_margin:
+            loss = F.softplus(dist_ap - dist_an)
+        else:
+            loss = F.relu(dist_ap - dist_an + self.margin)
+        return loss.mean()
+
+    def extra_repr(self) -> str:
+        return f'margin={self.margin}, normalize={self.normalize}, soft_margin={self.soft_margin}'

@@ -1,0 +1,160 @@
+"""Embedding networks: a timm backbone, a BNNeck to D dimensions and one classifier shared by every width."""
+import contextlib
+from collections import OrderedDict
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import timm
+import torch
+from torch import nn
+
+from ..layers import (
+    SwitchableBatchNorm1d, SwitchableLinear, check_width, check_widths, convert_to_switchable, switchable_layers,
+    width_channels,
+)
+
+
+class EmbeddingNet(nn.Module):
+    """Backbone -> neck (Linear to D without bias, BatchNorm1d) -> head (Linear D -> classes, or Identity).
+
+    The same class serves the switchable supernet (:class:`SwitchableEmbeddingNet`) and the static sub-models that
+    ``extract`` builds from it, whose backbone is the plain timm class (e.g. ``timm.models.ResNet``).
+
+    ``forward`` returns logits, or the D-dimensional embedding when ``num_classes == 0``; it does not change with
+    train/eval mode. ``forward_head(x, pre_logits=True)`` is the embedding at every width.
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, embed_dim: int, num_classes: int,
+                 width: float = 1.0, in_chans: int = 3):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.num_features = self.head_hidden_size = embed_dim
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self._width = width
+        self.feature_info = [dict(f, module=f'backbone.{f["module"]}') for f in backbone.feature_info]
+
+    @property
+    def embed_dim(self) -> int:
+        """D, the embedding size, the same at every width."""
+        return self.num_features
+
+    @property
+    def active_width(self) -> float:
+        """The width this network computes at."""
+        return self._width
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone feature map (B, C_w, H', W')."""
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the feature map, project to the D-dim embedding; with ``pre_logits=False`` classify it too."""
+        x = self.backbone.forward_head(x, pre_logits=True)
+        x = self.neck(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """New shared classifier with ``num_classes`` outputs (0: none, ``forward`` gives embeddings)."""
+        if global_pool is not None:
+            self.backbone.reset_classifier(0, global_pool)
+        self.num_classes = num_classes
+        device = self.neck_projection_weight().device
+        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+
+    def neck_projection_weight(self) -> torch.Tensor:
+        return self.neck.fc.weight
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        inner = self.backbone.group_matcher(coarse)
+        return {k: _prefix_matcher(v) for k, v in inner.items()}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
+
+
+def _prefix_matcher(matcher):
+    # timm group matchers are regexes (optionally with a tuple of extra args); they must now see 'backbone.' first
+    if isinstance(matcher, str):
+        return '^backbone\\.' + matcher.lstrip('^')
+    if isinstance(matcher, (list, tuple)):
+        return [(_prefix_matcher(m[0]), *m[1:]) if isinstance(m, tuple) else _prefix_matcher(m) for m in matcher]
+    return matcher
+
+
+class SwitchableEmbeddingNet(EmbeddingNet):
+    """The SFSC supernet: every width from one set of weights, switched with ``set_width`` or ``width``.
+
+    Args:
+        backbone_name: timm model name of the backbone family (e.g. ``'resnet50'``).
+        widths: widths to train and switch between (must include 1.0).
+        embed_dim: D; default: the full-width backbone's ``num_features``.
+        num_classes: classes of the shared classifier; 0 for none.
+        in_chans: image channels.
+        input_layers: backbone module names that read the image (their input channels are never sliced);
+            default: the backbone's ``pretrained_cfg['first_conv']``.
+        device: where to allocate the weights (``'meta'`` to build a skeleton without storage).
+        **backbone_kwargs: passed to ``timm.create_model`` for the backbone (``drop_rate``, ``drop_path_rate``...).
+    """
+
+    def __init__(self, backbone_name: str, widths: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+                 embed_dim: Optional[int] = None, num_classes: int = 0, in_chans: int = 3,
+                 input_layers: Optional[Sequence[str]] = None, device=None, **backbone_kwargs):
+        widths = check_widths(widths)
+        backbone = timm.create_model(backbone_name, pretrained=False, num_classes=0, in_chans=in_chans,
+                                     device=device, **backbone_kwargs)
+        if input_layers is None:
+            first_conv = backbone.pretrained_cfg.get('first_conv')
+            input_layers = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
+        convert_to_switchable(backbone, widths, input_layers)
+        feature_dim = getattr(backbone, 'head_hidden_size', None) or backbone.num_features  # pre-logits size
+        embed_dim = embed_dim or feature_dim
+        if embed_dim <= 0:
+            raise ValueError(f'embed_dim must be positive, got {embed_dim}.')
+        neck = nn.Sequential(OrderedDict(
+            fc=SwitchableLinear(feature_dim, embed_dim, bias=False, widths=widths, slice_out=False, device=device),
+            bn=SwitchableBatchNorm1d(embed_dim, widths=widths, slice_channels=False, device=device),
+        ))
+        head = nn.Linear(embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        super().__init__(backbone, neck, head, embed_dim, num_classes, width=1.0, in_chans=in_chans)
+        self.backbone_name = backbone_name
+        self.widths = widths
+        nn.init.kaiming_normal_(self.neck.fc.weight, mode='fan_out')
+        if num_classes > 0:
+            nn.init.normal_(self.head.weight, std=0.001)
+            nn.init.zeros_(self.head.bias)
+
+    def set_width(self, width: float) -> 'SwitchableEmbeddingNet':
+        """Switch every layer to ``width`` (one of ``self.widths``); returns ``self``."""
+        width = check_width(width)
+        if width not in self.widths:
+            raise ValueError(
+                f'width {width} is not one of this network\'s widths {self.widths}; it has no BatchNorm statistics '
+                f'for it. Choose one of {self.widths}, or build and train the network with widths including {width}.')
+        for layer in switchable_layers(self).values():
+            layer.set_width(width)
+        self._width = width
+        return self
+
+    @contextlib.contextmanager
+    def width(self, width: float) -> Iterator['SwitchableEmbeddingNet']:
+        """Context manager: compute at ``width`` inside the block, then switch back."""
+        previous = self._width
+        self.set_width(width)
+        try:
+            yield self
+        finally:
+            self.set_width(previous)
+
+    def channels_at(self, width: float) -> List[Dict[str, Any]]:
+        """``feature_info`` as it is at ``width`` (channel counts follow the channel rule)."""
+        return [dict(f, num_chs=width_channels(f['num_chs'], width)) for f in self.feature_info]

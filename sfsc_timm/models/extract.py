@@ -1,0 +1,68 @@
+"""Static sub-models: plain timm layers of one width, built from a supernet in memory or from its checkpoint."""
+import copy
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..layers import check_width, to_static, width_channels
+from .embedding_net import EmbeddingNet, SwitchableEmbeddingNet
+
+TensorReader = Callable[[str, Tuple[slice, ...]], torch.Tensor]
+
+
+def _narrow_backbone_attributes(backbone: nn.Module, width: float) -> None:
+    # timm reads these to size heads and feature wrappers; they must describe the narrow backbone
+    for attr in ('num_features', 'head_hidden_size'):
+        value = getattr(backbone, attr, None)
+        if isinstance(value, int):
+            setattr(backbone, attr, width_channels(value, width))
+    if isinstance(getattr(backbone, 'feature_info', None), list):
+        backbone.feature_info = [dict(f, num_chs=width_channels(f['num_chs'], width)) for f in backbone.feature_info]
+
+
+def build_static(net: SwitchableEmbeddingNet, width: float, read: TensorReader,
+                 head: Optional[nn.Module] = None) -> EmbeddingNet:
+    """Static network at ``width`` whose tensors come from ``read(supernet_key, index)``.
+
+    Args:
+        net: the supernet (may live on the meta device: only its structure is used).
+        width: one of ``net.widths``.
+        read: returns ``supernet_state[key][index]``, from memory or from a checkpoint file.
+        head: a ready classifier to use instead of reading ``head.*`` (a fresh one when the classes differ).
+    """
+    def part(name: str) -> nn.Module:
+        return to_static(getattr(net, name), width, lambda key, index: read(f'{name}.{key}', index))
+
+    backbone = part('backbone')
+    _narrow_backbone_attributes(backbone, width)
+    static = EmbeddingNet(backbone, part('neck'), head if head is not None else part('head'), net.embed_dim,
+                          net.num_classes, width=width, in_chans=net.in_chans)
+    static.source_widths = net.widths
+    static.train(net.training)
+    return static
+
+
+def extract(net: SwitchableEmbeddingNet, width: float) -> EmbeddingNet:
+    """Standalone static sub-model of ``net`` at ``width``, with copies of that width's weights.
+
+    The result has plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` / ``nn.Linear`` layers of the narrow shape inside the timm
+    backbone class, and computes exactly what ``net`` computes at ``width``.
+    """
+    if not isinstance(net, SwitchableEmbeddingNet):
+        raise TypeError(f'extract needs a switchable supernet (SwitchableEmbeddingNet), got {type(net).__name__}.')
+    width = check_width(width)
+    if width not in net.widths:
+        raise ValueError(f'width {width} is not one of this network\'s widths {net.widths}; it has no BatchNorm '
+                         f'statistics for it. Choose one of {net.widths}.')
+    state = net.state_dict()
+
+    def read(key: str, index: Tuple[slice, ...]) -> torch.Tensor:
+        tensor = state[key]
+        return (tensor[index] if index else tensor).detach().clone()
+
+    static = build_static(net, width, read)
+    if hasattr(net, 'pretrained_cfg'):
+        static.pretrained_cfg = static.default_cfg = copy.deepcopy(net.pretrained_cfg)
+    static._model_args = dict(getattr(net, '_model_args', {}), width=width)
+    return static

@@ -1,0 +1,46 @@
+"""Switchable ResNets (He et al. 2016) on timm's ResNet: ``sfsc_resnet18/34/50/101``."""
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import generate_default_cfgs, register_model
+
+from .embedding_net import EmbeddingNet
+from .factory import create_sfsc_model
+
+
+def _cfg(**kwargs):
+    # Re-ID / visual search input: 256x128 person crops (the SFSC paper's Market-1501 setting).
+    return dict(
+        url='', num_classes=0, input_size=(3, 256, 128), pool_size=(8, 4), crop_pct=1.0, interpolation='bilinear',
+        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv='backbone.conv1', classifier='head',
+        license='apache-2.0', **kwargs)
+
+
+default_cfgs = generate_default_cfgs({
+    'sfsc_resnet18': _cfg(),
+    'sfsc_resnet34': _cfg(),
+    'sfsc_resnet50': _cfg(),
+    'sfsc_resnet101': _cfg(),
+})
+
+
+@register_model
+def sfsc_resnet18(pretrained: bool = False, **kwargs) -> EmbeddingNet:
+    """Switchable ResNet-18 (widths 0.25/0.5/0.75/1.0 by default); ``width=w`` gives the static sub-model."""
+    return create_sfsc_model('sfsc_resnet18', 'resnet18', pretrained, **kwargs)
+
+
+@register_model
+def sfsc_resnet34(pretrained: bool = False, **kwargs) -> EmbeddingNet:
+    """Switchable ResNet-34; ``width=w`` gives the static sub-model."""
+    return create_sfsc_model('sfsc_resnet34', 'resnet34', pretrained, **kwargs)
+
+
+@register_model
+def sfsc_resnet50(pretrained: bool = False, **kwargs) -> EmbeddingNet:
+    """Switchable ResNet-50, the SFSC paper's backbone; ``width=w`` gives the static sub-model."""
+    return create_sfsc_model('sfsc_resnet50', 'resnet50', pretrained, **kwargs)
+
+
+@register_model
+def sfsc_resnet101(pretrained: bool = False, **kwargs) -> EmbeddingNet:
+    """Switchable ResNet-101; ``width=w`` gives the static sub-model."""
+    return create_sfsc_model('sfsc_resnet101', 'resnet101', pretrained, **kwargs)

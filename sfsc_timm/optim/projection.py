@@ -1,0 +1,109 @@
+""" PCGrad-style projection of conflicting task gradients, computed in coefficient space.
+
+Yu et al. 2020 ("Gradient Surgery for Multi-Task Learning") project each task gradient `g_i` onto the normal plane of
+every other task gradient `g_j` it conflicts with (`g_i . g_j < 0`), visiting the `j` in a random order and always
+using `g_j` as originally computed, then sum the projected gradients.
+
+Every projected `g_i` stays a linear combination of the original gradients, `g_i' = sum_k c_ik g_k`, and a projection
+only changes the coefficient of `g_j`. So all the decisions need only the `m x m` Gram matrix `G = grads @ grads.T`:
+`g_i' . g_j = c_i . G[:, j]`. The cost is one Gram matrix, `m^2` scalar steps on the host, and one `(m,) @ (m, P)`
+combination, instead of `O(m^2)` passes over the `P` parameters.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import torch
+
+__all__ = ['ProjectionStats', 'project_conflicting', 'gram_matrix']
+
+
+@dataclass
+class ProjectionStats:
+    """Diagnostics of one `project_conflicting` call.
+
+    Attributes:
+        num_conflicts: Number of `(i, j)` visits where the (partly projected) `g_i` conflicted with `g_j` and was
+            projected; at most `m * (m - 1)`.
+        coefficients: `(m, m)` float64 on the CPU; row `i` expresses the projected `g_i` over the original gradients.
+    """
+    num_conflicts: int
+    coefficients: torch.Tensor
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """`(m,)` weights of the original gradients in the update (`coefficients.sum(0)`)."""
+        return self.coefficients.sum(0)
+
+
+def gram_matrix(grads: torch.Tensor) -> torch.Tensor:
+    """`grads @ grads.T` in the full precision of `grads`.
+
+    On accelerators a matmul may run in reduced precision (TF32 is allowed by many training scripts), which would blur
+    the signs that decide conflicts; `m (m + 1) / 2` plain dot products avoid that and cost little for a few tasks.
+    """
+    if grads.device.type == 'cpu':
+        return grads @ grads.t()
+    m = grads.shape[0]
+    dots = {}
+    for i in range(m):
+        for j in range(i, m):
+            dots[i, j] = torch.dot(grads[i], grads[j])
+    return torch.stack([torch.stack([dots[min(i, j), max(i, j)] for j in range(m)]) for i in range(m)])
+
+
+def _project_coefficients(
+        gram: List[List[float]],
+        generator: Optional[torch.Generator],
+) -> Tuple[List[List[float]], int]:
+    """PCGrad decisions on the Gram matrix; returns coefficient rows and the number of projections."""
+    m = len(gram)
+    device = generator.device if generator is not None else torch.device('cpu')
+    coefficients = []
+    num_conflicts = 0
+    for i in range(m):
+        c = [0.] * m
+        c[i] = 1.
+        # a fresh order per task, as in PCGrad, drawn for every i so the generator advances the same way each call
+        order = torch.randperm(m, generator=generator, device=device).tolist()
+        for j in order:
+            if j == i or gram[j][j] <= 0.:
+                continue  # zero-norm g_j: nothing to project onto
+            dot = sum(c[k] * gram[k][j] for k in range(m))
+            if dot < 0.:
+                # g_i <- g_i - (g_i . g_j / |g_j|^2) g_j changes only the coefficient of the original g_j
+                c[j] -= dot / gram[j][j]
+                num_conflicts += 1
+        coefficients.append(c)
+    return coefficients, num_conflicts
+
+
+def project_conflicting(
+        grads: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        return_stats: bool = False,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, ProjectionStats]]:
+    """Sum of PCGrad-projected task gradients.
+
+    For each task `i` a permutation of the tasks is drawn with `torch.randperm(m, generator=generator)`; walking it
+    (skipping `j == i` and zero-norm `g_j`), whenever `g_i . g_j < 0` the current `g_i` becomes
+    `g_i - (g_i . g_j / |g_j|^2) g_j` with the original `g_j`. The result is `sum_i g_i`.
+
+    Args:
+        grads: `(m, P)` one flattened gradient per task.
+        generator: Source of the random orders (CPU or the generator's device); the global RNG when None.
+        return_stats: Also return a `ProjectionStats`.
+
+    Returns:
+        `(P,)` update in the dtype and device of `grads`, plus `ProjectionStats` when `return_stats`.
+    """
+    if grads.dim() != 2:
+        raise ValueError(f'grads must be (num_tasks, num_params), got shape {tuple(grads.shape)}.')
+    # the scalar work is tiny, so do it on the host in float64: one device sync, no precision worries
+    gram = gram_matrix(grads).double().cpu().tolist()
+    coefficients, num_conflicts = _project_coefficients(gram, generator)
+    coefficients = torch.tensor(coefficients, dtype=torch.float64).reshape(grads.shape[0], grads.shape[0])
+    weights = coefficients.sum(0).to(device=grads.device, dtype=grads.dtype)
+    update = weights @ grads
+    if return_stats:
+        return update, ProjectionStats(num_conflicts=num_conflicts, coefficients=coefficients)
+    return update

@@ -1,0 +1,261 @@
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+
+from sfsc_timm.optim import GradientProjection, project_conflicting
+
+
+def naive_pcgrad(grads: torch.Tensor, generator: torch.Generator) -> tuple:
+    """Reference PCGrad with explicit vector ops: same per-task randperm draws as project_conflicting."""
+    m = grads.shape[0]
+    projected, conflicts = [], 0
+    for i in range(m):
+        g_i = grads[i].clone()
+        for j in torch.randperm(m, generator=generator).tolist():
+            g_j = grads[j]
+            if j == i or torch.dot(g_j, g_j) == 0:
+                continue
+            dot = torch.dot(g_i, g_j)
+            if dot < 0:
+                g_i = g_i - dot / torch.dot(g_j, g_j) * g_j
+                conflicts += 1
+        projected.append(g_i)
+    return torch.stack(projected).sum(0), conflicts
+
+
+def test_two_conflicting_gradients():
+    # g1 = (1, 0), g2 = (-1, 1): g1.g2 = -1 < 0
+    # g1' = g1 - (-1 / |g2|^2 = 2) g2 = (1, 0) + 0.5 (-1, 1) = (0.5, 0.5)
+    # g2' = g2 - (-1 / |g1|^2 = 1) g1 = (-1, 1) + (1, 0)    = (0, 1)
+    # sum = (0.5, 1.5), two projections
+    grads = torch.tensor([[1., 0.], [-1., 1.]])
+    update, stats = project_conflicting(grads, torch.Generator().manual_seed(0), return_stats=True)
+    torch.testing.assert_close(update, torch.tensor([0.5, 1.5]))
+    assert stats.num_conflicts == 2
+    torch.testing.assert_close(stats.weights, torch.tensor([2.0, 1.5], dtype=torch.float64))  # 0.5+1.5 = 2*g1+1.5*g2
+
+
+def test_non_conflicting_gradients_are_summed():
+    # (1, 0).(1, 1) = 1 >= 0: nothing projected, update = (2, 1)
+    grads = torch.tensor([[1., 0.], [1., 1.]])
+    update, stats = project_conflicting(grads, return_stats=True)
+    torch.testing.assert_close(update, torch.tensor([2., 1.]))
+    assert stats.num_conflicts == 0
+
+
+def _seed_with_order(g3_first: bool) -> int:
+    """A seed whose first two draws put task 3 (index 2) before (g3_first) or after the remaining other task."""
+    for seed in range(1000):
+        gen = torch.Generator().manual_seed(seed)
+        p0, p1 = (torch.randperm(3, generator=gen).tolist() for _ in range(2))
+        if (p0.index(2) < p0.index(1)) == g3_first and (p1.index(2) < p1.index(0)) == g3_first:
+            return seed
+    raise AssertionError('no seed found')
+
+
+@pytest.mark.parametrize('g3_first', [True, False])
+def test_three_gradients_order_matters(g3_first):
+    # g1 = (1, 0, 0), g2 = (0, 1, 0), g3 = (-1, -1, 1); g1.g2 = 0, g1.g3 = g2.g3 = -1, |g3|^2 = 3
+    # task 1, g3 first: g1 + g3/3 = (2/3, -1/3, 1/3); now . g2 = -1/3 < 0 -> + g2/3 = (2/3, 0, 1/3)  [2 projections]
+    # task 1, g2 first: g1.g2 = 0 (no-op), then g3                    -> (2/3, -1/3, 1/3)          [1 projection]
+    # task 2 mirrors task 1:                         (0, 2/3, 1/3) [2]  or  (-1/3, 2/3, 1/3) [1]
+    # task 3, either order: g3 + g1 = (0, -1, 1), then + g2 = (0, 0, 1)                            [2 projections]
+    grads = torch.tensor([[1., 0., 0.], [0., 1., 0.], [-1., -1., 1.]], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(_seed_with_order(g3_first))
+    update, stats = project_conflicting(grads, gen, return_stats=True)
+    if g3_first:
+        expected, conflicts = [2 / 3, 2 / 3, 5 / 3], 6  # (2/3,0,1/3) + (0,2/3,1/3) + (0,0,1)
+    else:
+        expected, conflicts = [1 / 3, 1 / 3, 5 / 3], 4  # (2/3,-1/3,1/3) + (-1/3,2/3,1/3) + (0,0,1)
+    torch.testing.assert_close(update, torch.tensor(expected, dtype=torch.float64))
+    assert stats.num_conflicts == conflicts
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_matches_naive_pcgrad(seed):
+    torch.manual_seed(seed)
+    # a shared direction with random signs makes conflicts frequent, noise keeps the gradients generic
+    base = torch.randn(1000, dtype=torch.float64)
+    grads = torch.tensor([1., -0.7, 0.4, -1.2], dtype=torch.float64)[:, None] * base + torch.randn(4, 1000).double()
+    update, stats = project_conflicting(grads, torch.Generator().manual_seed(123), return_stats=True)
+    expected, conflicts = naive_pcgrad(grads, torch.Generator().manual_seed(123))
+    torch.testing.assert_close(update, expected, rtol=1e-10, atol=1e-10)
+    assert stats.num_conflicts == conflicts > 0
+    # float32 inputs agree within float32 precision
+    update32 = project_conflicting(grads.float(), torch.Generator().manual_seed(123))
+    torch.testing.assert_close(update32, expected.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_zero_gradient_is_skipped_and_single_task():
+    grads = torch.tensor([[1., 0.], [0., 0.], [-1., 1.]])
+    update = project_conflicting(grads, torch.Generator().manual_seed(0))
+    assert torch.isfinite(update).all()
+    torch.testing.assert_close(update, torch.tensor([0.5, 1.5]))  # as the two-task case, the zero row adds nothing
+    torch.testing.assert_close(project_conflicting(grads[:1]), grads[0])
+    with pytest.raises(ValueError):
+        project_conflicting(grads[0])
+
+
+class TwoTaskModel(nn.Module):
+    """w is shared by both tasks; q is private (not projected); u is shared but unused."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1., 1.]))
+        self.q = nn.Parameter(torch.tensor([0.]))
+        self.u = nn.Parameter(torch.tensor([0.]))
+
+    def losses(self, scale: float = 1.):
+        # L1 = (w.(1,0) - 2)^2 / 2 + 2q -> dL1/dw = (w1 - 2)(1, 0) = (-1, 0)
+        # L2 = (w.(1,1))^2 / 2 + 5q     -> dL2/dw = (w1 + w2)(1, 1) = (2, 2)
+        w = self.w
+        return [scale * ((w[0] - 2) ** 2 / 2 + 2 * self.q.sum()), scale * ((w.sum()) ** 2 / 2 + 5 * self.q.sum())]
+
+
+def _one_step(model, opt, scale=1., **step_kwargs):
+    opt.zero_grad()
+    for i, loss in enumerate(model.losses(scale)):
+        loss.backward()
+        opt.collect(i)
+    return opt.step(**step_kwargs)
+
+
+def test_step_matches_hand_computed_update():
+    # g1 = (-1, 0), g2 = (2, 2), g1.g2 = -2 < 0
+    # g1' = g1 - (-2 / 8) g2 = (-1, 0) + (0.5, 0.5) = (-0.5, 0.5)
+    # g2' = g2 - (-2 / 1) g1 = (2, 2) + 2 (-1, 0)  = (0, 2)
+    # update = (-0.5, 2.5); SGD lr 0.1: w = (1, 1) - 0.1 (-0.5, 2.5) = (1.05, 0.75)
+    # private q: grad 2 + 5 = 7 accumulated over both backward passes, q = 0 - 0.1 * 7 = -0.7
+    model = TwoTaskModel()
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w, model.u], num_tasks=2)
+    _one_step(model, opt)
+    torch.testing.assert_close(model.w.detach(), torch.tensor([1.05, 0.75]))
+    torch.testing.assert_close(model.w.grad, torch.tensor([-0.5, 2.5]))
+    torch.testing.assert_close(model.q.detach(), torch.tensor([-0.7]))
+    torch.testing.assert_close(model.q.grad, torch.tensor([7.]))
+    assert model.u.grad is None and model.u.item() == 0  # no task reached it: the inner optimizer skipped it
+    assert opt.last_num_conflicts == 2 and opt.num_conflicts_total == 2 and opt.num_steps == 1
+
+
+def test_sum_mode_and_accumulation():
+    # sum mode: update = (-1, 0) + (2, 2) = (1, 2); w = (1, 1) - 0.1 (1, 2) = (0.9, 0.8)
+    model = TwoTaskModel()
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w], 2, projection_mode='sum')
+    _one_step(model, opt)
+    torch.testing.assert_close(model.w.detach(), torch.tensor([0.9, 0.8]))
+    assert opt.last_num_conflicts == 0
+    # collecting twice into one row accumulates (two micro-batches of the same task)
+    model = TwoTaskModel()
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w], 2, projection_mode='sum')
+    opt.zero_grad()
+    for _ in range(2):
+        for i, loss in enumerate(model.losses(0.5)):
+            loss.backward()
+            opt.collect(i)
+    opt.step()
+    torch.testing.assert_close(model.w.detach(), torch.tensor([0.9, 0.8]))
+
+
+def test_amp_grad_scaler_matches_fp32_and_skips_non_finite():
+    reference = TwoTaskModel()
+    ref_opt = GradientProjection(torch.optim.SGD(reference.parameters(), lr=0.1), [reference.w], 2)
+    _one_step(reference, ref_opt)
+
+    model = TwoTaskModel()
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w], 2)
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.**10)
+    opt.zero_grad()
+    for i, loss in enumerate(model.losses()):
+        scaler.scale(loss).backward()
+        opt.collect(i)
+    opt.step(grad_scaler=scaler)
+    scaler.update()
+    for name in ('w', 'q'):
+        torch.testing.assert_close(getattr(model, name), getattr(reference, name), rtol=0, atol=0)
+    assert scaler.get_scale() == 2.**10 and opt.last_num_conflicts == 2
+
+    # an infinite loss: the scaler skips the step and backs off, nothing is projected
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    for i, loss in enumerate(model.losses()):
+        scaler.scale(loss * (float('inf') if i == 1 else 1.)).backward()
+        opt.collect(i)
+    assert opt.step(grad_scaler=scaler) is None
+    scaler.update()
+    assert scaler.get_scale() == 2.**9 and opt.last_num_conflicts == 0
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), b)
+
+
+def test_clip_grad():
+    model = TwoTaskModel()
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=1.), [model.w], 2)
+    _one_step(model, opt, clip_grad=0.1)
+    total_norm = torch.cat([model.w.grad, model.q.grad]).norm()
+    assert total_norm.item() == pytest.approx(0.1, rel=1e-4)
+
+
+def _order_sensitive_run(opt_state=None, seed=0, steps=5):
+    """Linear losses L_i = w . g_i with the order-dependent gradients of test_three_gradients_order_matters."""
+    grads = torch.tensor([[1., 0., 0.], [0., 1., 0.], [-1., -1., 1.]], dtype=torch.float64)
+    w = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = GradientProjection(torch.optim.SGD([w], lr=1.), [w], 3, generator=torch.Generator().manual_seed(seed))
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    trajectory = []
+    for _ in range(steps):
+        opt.zero_grad()
+        for i in range(3):
+            (w * grads[i]).sum().backward()
+            opt.collect(i)
+        opt.step()
+        trajectory.append(w.grad.clone())  # the projected update of this step
+    return torch.stack(trajectory), opt
+
+
+def test_state_dict_round_trip_reproduces_orders():
+    _, opt = _order_sensitive_run(seed=7, steps=3)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert {'state', 'param_groups', 'gradient_projection'} <= set(state)
+    continued, _ = _order_sensitive_run(seed=7, steps=8)
+    resumed, resumed_opt = _order_sensitive_run(opt_state=state, seed=99)
+    # resumed after 3 steps, the next 5 updates are those of the uninterrupted run
+    assert torch.equal(resumed, continued[3:])
+    assert resumed_opt.num_steps == 8
+    other, _ = _order_sensitive_run(seed=99)
+    assert not torch.equal(other, resumed)  # the orders do matter: another seed takes another path
+    # a plain inner optimizer state dict loads too
+    plain_state = torch.optim.SGD([nn.Parameter(torch.zeros(3))], lr=1.).state_dict()
+    resumed_opt.load_state_dict(plain_state)
+
+
+def test_schedulers_and_errors():
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    model = TwoTaskModel()
+    inner = create_optimizer_v2(model, 'adamw', lr=0.01, weight_decay=0.05)
+    opt = GradientProjection(inner, [model.w], 2)
+    assert opt.param_groups is inner.param_groups and opt.state is inner.state
+    sched = CosineLRScheduler(opt, t_initial=10, warmup_t=0)
+    _one_step(model, opt)
+    sched.step(5)
+    assert inner.param_groups[0]['lr'] < 0.01
+    torch_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    _one_step(model, opt)
+    torch_sched.step()
+    assert opt.state_dict()['param_groups'][0]['lr'] == pytest.approx(inner.param_groups[0]['lr'])
+
+    with pytest.raises(ValueError):
+        GradientProjection(torch.optim.SGD([model.q], lr=0.1), [model.w], 2)  # w would never be updated
+    opt.zero_grad()
+    model.losses()[0].backward()
+    with pytest.raises(RuntimeError):
+        opt.step()  # forgot collect()
+    with pytest.raises(IndexError):
+        opt.collect(2)
