@@ -11,7 +11,7 @@ from PIL import Image
 
 from sfsc_timm.data import (
     PKSampler, RetrievalData, balanced_subset, build_transforms, first_per_class, load_fashion_mnist,
-    load_retrieval_data, read_idx, with_image_transform)
+    load_retrieval_data, read_idx, subset_retrieval_data, with_image_transform)
 from sfsc_timm.data.fashion_mnist import fashion_mnist_dir
 from sfsc_timm.data.splits import column_array
 
@@ -68,15 +68,15 @@ def test_fashion_mnist_subsets(fashion):
     assert small.num_classes == 10
     for split in (small.train, small.query, small.gallery):
         assert np.array_equal(np.bincount(_labels(split), minlength=10), [len(split) // 10] * 10)
-    # query / gallery subsets are the first items of each class; train is seeded
-    assert np.array_equal(small.query['label'][:10], fashion.query['label'][:10])
-    again = load_retrieval_data(max_train=500, seed=3)
-    other = load_retrieval_data(max_train=500, seed=4)
-    assert np.array_equal(_labels(again.train), _labels(small.train))
-    first = lambda d: np.asarray(d.train[0]['image'])  # noqa: E731
-    assert np.array_equal(first(again), first(small))
-    assert not all(np.array_equal(np.asarray(small.train[i]['image']), np.asarray(other.train[i]['image']))
-                   for i in range(5))
+    # query / gallery subsets are the first items of each class, in order
+    assert np.array_equal(_labels(small.query), _labels(fashion.query)[first_per_class(_labels(fashion.query), 5)])
+    assert np.asarray(small.gallery[0]['image']).tobytes() == np.asarray(fashion.gallery[0]['image']).tobytes()
+    # the train subset is seeded
+    again = subset_retrieval_data(fashion, max_train=500, seed=3)
+    other = subset_retrieval_data(fashion, max_train=500, seed=4)
+    pixels = lambda d: np.stack([np.asarray(d.train[i]['image']) for i in range(10)])  # noqa: E731
+    assert np.array_equal(pixels(again), pixels(small)) and not np.array_equal(pixels(other), pixels(small))
+    assert len(again.query) == 1_000  # untouched splits stay whole
 
 
 @needs_fashion_mnist
@@ -98,6 +98,41 @@ def test_fashion_mnist_missing_offline(tmp_path, monkeypatch):
     msg = str(info.value)
     assert 'apt-get install -y dataset-fashion-mnist' in msg
     assert 'Hub' in msg and 'SFSC_FASHION_MNIST_DIR' in msg and str(tmp_path / 'empty') in msg
+
+
+def _fake_splits(**sizes) -> datasets.DatasetDict:
+    """A stand-in for a Hub DatasetDict: 28x28 images in an `img` column, labels cycling over 10 classes."""
+    features = datasets.Features(img=datasets.Image(), label=datasets.ClassLabel(num_classes=10))
+    return datasets.DatasetDict({
+        name: datasets.Dataset.from_dict(
+            {'img': [Image.new('L', (28, 28), i % 256) for i in range(n)], 'label': [i % 10 for i in range(n)]},
+            features=features)
+        for name, n in sizes.items()})
+
+
+def test_fashion_mnist_hub_fallback(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_load_dataset(path, **kwargs):  # the Hub is unreachable here: stand in for it
+        calls.append(path)
+        return _fake_splits(train=30, test=50)
+
+    monkeypatch.setenv('SFSC_FASHION_MNIST_DIR', str(tmp_path))
+    monkeypatch.setattr(datasets, 'load_dataset', fake_load_dataset)
+    data = load_retrieval_data('fashion_mnist', query_per_class=2)
+    assert calls == ['zalando-datasets/fashion_mnist']
+    assert (len(data.train), len(data.query), len(data.gallery)) == (30, 20, 30)
+    assert np.array_equal(np.bincount(_labels(data.query)), [2] * 10)
+
+
+def test_hub_dataset_id(monkeypatch):
+    monkeypatch.setattr(datasets, 'load_dataset', lambda path, **kw: _fake_splits(train=20, query=10, gallery=30))
+    data = load_retrieval_data('some-org/some-retrieval-set')
+    assert (len(data.train), len(data.query), len(data.gallery)) == (20, 10, 30)
+    assert data.name == 'some-org/some-retrieval-set' and data.num_classes == 10
+    assert data.query.column_names == ['image', 'label'] and isinstance(data.query.features['image'], datasets.Image)
+    carved = load_retrieval_data('some-org/some-retrieval-set', gallery_split='gallery', query_per_class=1)
+    assert (len(carved.query), len(carved.gallery)) == (10, 20)
 
 
 def test_read_idx_plain(tmp_path):
@@ -194,7 +229,7 @@ def test_imagefolder_class_folders(tmp_path):
     assert data.query.column_names == ['image', 'label']
     with pytest.raises(ValueError, match='query_per_class'):
         load_retrieval_data(source, cache_dir=str(tmp_path / 'cache'))
-    with pytest.raises(ValueError, match="no split 'val'.*'train', 'test'"):
+    with pytest.raises(ValueError, match=r"no split 'val'; its splits are \[.*'train'"):
         load_retrieval_data(source, query_split='test', gallery_split='val', cache_dir=str(tmp_path / 'cache'))
     same = load_retrieval_data(source, query_split='test', gallery_split='test', cache_dir=str(tmp_path / 'cache'))
     assert len(same.query) == len(same.gallery) == 12
@@ -213,7 +248,7 @@ def test_imagefolder_metadata_columns(tmp_path):
     data = load_retrieval_data(source, label_column='identity', camera_column='cam', cache_dir=cache)
     assert data.num_classes == 2 and list(data.train['label']) == [0, 0, 1, 1]  # 5, 9 relabelled
     assert list(data.query['label']) == [5, 9] and list(data.gallery['camera']) == [2, 1, 0]
-    assert data.has_cameras and data.train.column_names == ['image', 'camera', 'label']
+    assert data.has_cameras and data.train.column_names == ['image', 'label', 'camera']
     with pytest.raises(ValueError, match=r"no label column 'person'.*'identity'.*label_column="):
         load_retrieval_data(source, label_column='person', cache_dir=cache)
     with pytest.raises(ValueError, match='label_column'):
@@ -233,7 +268,7 @@ def test_balanced_subset():
     labels = np.array([3, 3, 3, 1, 1, 7, 3, 1, 7, 7])
     assert list(first_per_class(labels, 2)) == [0, 1, 3, 4, 5, 8]
     idx = balanced_subset(labels, 4)
-    assert list(idx) == [0, 1, 3, 5]  # one per class, then the next of the lowest class
+    assert list(idx) == [0, 3, 4, 5]  # one per class, then the second of the lowest class (1)
     assert list(balanced_subset(labels, 2, priority_classes=[7])) == [3, 5]
     seeded = balanced_subset(labels, 6, seed=1)
     assert np.array_equal(np.bincount(labels[seeded]), np.bincount(labels[balanced_subset(labels, 6)]))
@@ -318,6 +353,8 @@ def test_pk_sampler_determinism_and_epochs():
     b.set_epoch(1)
     assert list(a) == list(b)
     assert list(PKSampler(labels, 4, 3, seed=6)) != first
+    ds = datasets.Dataset.from_dict({'label': labels})
+    assert list(PKSampler(ds, 4, 3, seed=5)) == first  # a dataset's `label` column works too
 
 
 def test_pk_sampler_distributed_shares():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sfsc_timm.optim import GradientProjection, project_conflicting
+from sfsc_timm.optim import GradientProjection, gram_matrix, project_conflicting
 
 
 def naive_pcgrad(grads: torch.Tensor, generator: torch.Generator) -> tuple:
@@ -86,6 +86,12 @@ def test_matches_naive_pcgrad(seed):
     # float32 inputs agree within float32 precision
     update32 = project_conflicting(grads.float(), torch.Generator().manual_seed(123))
     torch.testing.assert_close(update32, expected.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_gram_matrix_pairwise_path():
+    # the accelerator path (plain dot products) must agree with the matmul used on the CPU
+    grads = torch.randn(4, 300, dtype=torch.float64)
+    torch.testing.assert_close(gram_matrix(grads, pairwise=True), grads @ grads.t())
 
 
 def test_zero_gradient_is_skipped_and_single_task():
@@ -195,6 +201,22 @@ def test_clip_grad():
     _one_step(model, opt, clip_grad=0.1)
     total_norm = torch.cat([model.w.grad, model.q.grad]).norm()
     assert total_norm.item() == pytest.approx(0.1, rel=1e-4)
+
+
+def test_channels_last_param_keeps_layout():
+    conv = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    opt = GradientProjection(torch.optim.SGD(conv.parameters(), lr=0.1), [conv.weight], 2, projection_mode='sum')
+    x = torch.randn(2, 3, 5, 5)
+    expected = torch.zeros_like(conv.weight)
+    opt.zero_grad()
+    for i in range(2):
+        loss = conv(x * (i + 1)).square().mean()
+        expected += torch.autograd.grad(loss, conv.weight, retain_graph=True)[0]
+        loss.backward()
+        opt.collect(i)
+    opt.step()
+    torch.testing.assert_close(conv.weight.grad, expected)
+    assert conv.weight.grad.stride() == conv.weight.stride()
 
 
 def _order_sensitive_run(opt_state=None, seed=0, steps=5):

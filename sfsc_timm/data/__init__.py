@@ -5,13 +5,13 @@ from .load import load_retrieval_data, subset_retrieval_data
 from .reid_folders import load_reid_folder
 from .retrieval_data import RetrievalData
 from .samplers import PKSampler
-from .splits import balanced_subset, first_per_class
+from .splits import balanced_subset, column_array, first_per_class
 from .torch_dataset import TransformedImageDataset, with_image_transform
 from .transforms import REID_TRAIN_DEFAULTS, ToRGB, build_transforms, resolve_data_cfg
 
 __all__ = [
     'RetrievalData', 'load_retrieval_data', 'subset_retrieval_data', 'load_fashion_mnist', 'load_reid_folder',
-    'load_hub_retrieval', 'standardize_columns', 'read_idx', 'FASHION_MNIST_CLASSES', 'first_per_class',
+    'load_hub_retrieval', 'standardize_columns', 'read_idx', 'FASHION_MNIST_CLASSES', 'column_array', 'first_per_class',
     'balanced_subset', 'build_transforms', 'resolve_data_cfg', 'ToRGB', 'REID_TRAIN_DEFAULTS',
     'TransformedImageDataset', 'with_image_transform', 'PKSampler',
 ]

@@ -68,12 +68,15 @@ def standardize_columns(
 
 
 def _imagefolder_files(path: str, requested: Set[Optional[str]]) -> Dict[str, Any]:
-    """`load_dataset('imagefolder')` arguments: one split per top-level sub-folder when a sub-folder is named
-    like a requested split (e.g. query/, gallery/), else `data_dir` (datasets' own train/test/validation naming)."""
+    """The `load_dataset('imagefolder', ...)` arguments for the folder `path`.
+
+    One split per top-level sub-folder when one of them is named like a requested split (e.g. query/, gallery/),
+    else `data_dir` (datasets' own split naming: train/, test/, validation/).
+    """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f'image folder {path!r} does not exist')
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith('.'))
     if requested & set(folders):
         return dict(data_files={name: str(root / name / '**') for name in folders})
     return dict(data_dir=str(root))

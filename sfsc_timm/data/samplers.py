@@ -7,11 +7,14 @@ batches are shuffled. B depends only on the label counts, so every epoch has the
 training the B batches are dealt round-robin to the ranks (B // world_size each), so the ranks get disjoint,
 equal-length shares, each batch with P distinct identities.
 """
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, Union
 
+import datasets
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from .splits import column_array
 
 __all__ = ['PKSampler']
 
@@ -36,7 +39,7 @@ class PKSampler(Sampler[int]):
     given `seed` and the epoch set with `set_epoch`.
 
     Args:
-        labels: Identity of each dataset item (sequence, numpy array or tensor).
+        labels: Identity of each dataset item (sequence, numpy array, tensor, or a dataset with a `label` column).
         num_identities_per_batch: P, identities per batch (per rank).
         num_instances: K, images per identity in a batch.
         seed: Base random seed, the same on every rank.
@@ -46,7 +49,7 @@ class PKSampler(Sampler[int]):
 
     def __init__(
             self,
-            labels: Sequence[int],
+            labels: Union[Sequence[int], np.ndarray, torch.Tensor, datasets.Dataset],
             num_identities_per_batch: int,
             num_instances: int,
             *,
@@ -60,6 +63,8 @@ class PKSampler(Sampler[int]):
             raise ValueError(f'num_identities_per_batch (P) must be >= 1, got {num_identities_per_batch}')
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f'need 0 <= rank < world_size, got rank={rank}, world_size={world_size}')
+        if isinstance(labels, datasets.Dataset):
+            labels = column_array(labels, 'label')
         labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
         if labels.ndim != 1:
             raise ValueError(f'labels must be 1-D, got shape {labels.shape}')

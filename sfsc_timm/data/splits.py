@@ -96,5 +96,6 @@ def relabel_contiguous(ds: datasets.Dataset, column: str = 'label') -> Tuple[dat
     new, num = contiguous_labels(labels)
     if np.array_equal(new, labels):
         return ds, num
+    order = ds.column_names
     ds = ds.remove_columns(column).add_column(column, new, feature=datasets.Value('int64'))
-    return ds, num
+    return ds.select_columns(order), num

@@ -35,20 +35,26 @@ class ProjectionStats:
         return self.coefficients.sum(0)
 
 
-def gram_matrix(grads: torch.Tensor) -> torch.Tensor:
+def gram_matrix(grads: torch.Tensor, pairwise: Optional[bool] = None) -> torch.Tensor:
     """`grads @ grads.T` in the full precision of `grads`.
 
     On accelerators a matmul may run in reduced precision (TF32 is allowed by many training scripts), which would blur
     the signs that decide conflicts; `m (m + 1) / 2` plain dot products avoid that and cost little for a few tasks.
+
+    Args:
+        grads: `(m, P)` gradients.
+        pairwise: Use dot products instead of one matmul; by default only off the CPU.
     """
-    if grads.device.type == 'cpu':
+    if pairwise is None:
+        pairwise = grads.device.type != 'cpu'
+    if not pairwise:
         return grads @ grads.t()
     m = grads.shape[0]
-    dots = {}
+    gram = grads.new_empty(m, m)
     for i in range(m):
         for j in range(i, m):
-            dots[i, j] = torch.dot(grads[i], grads[j])
-    return torch.stack([torch.stack([dots[min(i, j), max(i, j)] for j in range(m)]) for i in range(m)])
+            gram[i, j] = gram[j, i] = torch.dot(grads[i], grads[j])
+    return gram
 
 
 def _project_coefficients(
