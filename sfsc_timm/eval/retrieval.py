@@ -30,17 +30,14 @@ import torch.nn.functional as F
 
 from .inputs import as_distances, as_embeddings, as_id_pair, check_length
 
-__all__ = ['retrieval_metrics', 'rank_metrics_from_distances', 'score_queries', 'summarize_query_scores', 'QueryScores']
+__all__ = ['retrieval_metrics', 'rank_metrics_from_distances']
 
 # elements of one (chunk, gallery) distance block when chunk_size is None: ~16 MB of float32 distances, ~100 MB of
 # temporaries in all, and the fastest setting measured on two cores (smaller blocks stay in cache)
 _AUTO_CHUNK_ELEMENTS = 1 << 22
 
-_Codes = Optional[torch.Tensor]
-
-
 class QueryScores(NamedTuple):
-    """Per-query results of `score_queries`; rows with `num_positives == 0` are queries to skip.
+    """Per-query results of one block of queries; rows with `num_positives == 0` are queries to skip.
 
     Attributes:
         average_precision: `(Q,)` float64.
@@ -54,41 +51,47 @@ class QueryScores(NamedTuple):
     num_positives: torch.Tensor
 
 
-def score_queries(
-        distances: torch.Tensor,
-        query_labels: torch.Tensor,
-        gallery_labels: torch.Tensor,
-        query_cameras: _Codes = None,
-        gallery_cameras: _Codes = None,
-        query_ids: _Codes = None,
-        gallery_ids: _Codes = None,
-) -> QueryScores:
-    """Per-query AP, INP and first-positive rank for one block of queries; the vectorised core.
+class _Codes(NamedTuple):
+    """Checked int64 codes of one side; `groups` is equal exactly when identity and camera are both equal."""
+    labels: torch.Tensor
+    groups: Optional[torch.Tensor]
+    ids: Optional[torch.Tensor]
 
-    Inputs are trusted (already checked): `distances` is a `(C, G)` float tensor without NaN, the others are int64
-    code tensors of length C (query side) or G (gallery side); cameras and ids are both given or both None.
+    def rows(self, block: slice) -> '_Codes':
+        return _Codes(*(None if codes is None else codes[block] for codes in self))
+
+
+def _score_queries(distances: torch.Tensor, query: _Codes, gallery: _Codes) -> QueryScores:
+    """Per-query AP, INP and first-positive rank for one `(C, G)` block of distances: the vectorised core.
+
+    Every `(C, G)` pass costs about as much as the ranking itself on a CPU, so the masks are built with as few
+    passes as possible (one comparison per rule, no separate "kept" mask).
     """
     num_query = distances.shape[0]
-    same_label = query_labels[:, None] == gallery_labels[None, :]
+    same_label = query.labels[:, None] == gallery.labels[None, :]
     ignored = None
-    if query_cameras is not None:
-        ignored = same_label & (query_cameras[:, None] == gallery_cameras[None, :])
-    if query_ids is not None:
-        same_sample = query_ids[:, None] == gallery_ids[None, :]
-        ignored = same_sample if ignored is None else ignored | same_sample
+    if query.groups is not None:  # same identity and same camera, in one comparison
+        ignored = query.groups[:, None] == gallery.groups[None, :]
+    if query.ids is not None:
+        same_sample = query.ids[:, None] == gallery.ids[None, :]
+        ignored = same_sample if ignored is None else ignored.logical_or_(same_sample)
     if ignored is None:
-        positive, negative = same_label, ~same_label
+        positive = same_label
+        negative = ~same_label
     else:
-        positive, negative = same_label & ~ignored, ~(same_label | ignored)
+        positive = same_label > ignored  # `a & ~b` for bools, one pass instead of two
+        # the camera rule only ignores same-label items, so `~same_label` is already right; a shared sample id
+        # with another label (odd, but possible input) needs the general form
+        negative = same_label.logical_not_() if query.ids is None else same_label.logical_or_(ignored).logical_not_()
 
-    num_positives = positive.sum(1)
+    rows, cols = positive.nonzero(as_tuple=True)  # row-major, so each row's positives are contiguous
+    num_positives = torch.bincount(rows, minlength=num_query)
     max_positives = int(num_positives.max())
     if max_positives == 0:
         zeros = torch.zeros(num_query, dtype=torch.float64)
         return QueryScores(zeros, zeros.clone(), torch.zeros(num_query, dtype=torch.int64), num_positives)
 
     # each query's positive distances, ascending, padded on the right with +inf: (C, P), P = most positives per row
-    rows, cols = positive.nonzero(as_tuple=True)  # row-major, so each row's positives are contiguous
     row_start = num_positives.cumsum(0) - num_positives
     slot = torch.arange(rows.numel()) - row_start[rows]
     positive_distances = distances.new_full((num_query, max_positives), float('inf'))
@@ -163,11 +166,11 @@ def _prepare_codes(
         gallery_ids: Any,
         query_rows_name: str,
         gallery_rows_name: str,
-) -> Tuple[torch.Tensor, ...]:
-    """Check and convert labels, cameras and sample ids of both sides to int64 tensors (None stays None)."""
+) -> Tuple[_Codes, _Codes]:
+    """Check labels, cameras and sample ids of both sides and turn them into int64 codes."""
     if query_labels is None or gallery_labels is None:
         raise ValueError('query_labels and gallery_labels are required (one identity / class per row).')
-    codes = []
+    checked = {}
     for name, query_values, gallery_values in (
             ('labels', query_labels, gallery_labels),
             ('cameras', query_cameras, gallery_cameras),
@@ -175,8 +178,17 @@ def _prepare_codes(
         query_codes, gallery_codes = as_id_pair(query_values, gallery_values, name)
         check_length(query_codes, num_query, f'query_{name}', query_rows_name)
         check_length(gallery_codes, num_gallery, f'gallery_{name}', gallery_rows_name)
-        codes += [query_codes, gallery_codes]
-    return tuple(codes)
+        checked[name] = query_codes, gallery_codes
+
+    query_groups = gallery_groups = None
+    if checked['cameras'][0] is not None:
+        # one code per (identity, camera) pair, shared by both sides, so the camera rule is a single comparison
+        pairs = torch.stack([torch.cat(checked['labels']), torch.cat(checked['cameras'])], dim=1)
+        groups = torch.unique(pairs, dim=0, return_inverse=True)[1].reshape(-1)
+        query_groups, gallery_groups = groups[:num_query], groups[num_query:]
+    query = _Codes(checked['labels'][0], query_groups, checked['ids'][0])
+    gallery = _Codes(checked['labels'][1], gallery_groups, checked['ids'][1])
+    return query, gallery
 
 
 def _auto_chunk_size(chunk_size: Optional[int], num_query: int, num_gallery: int) -> int:
@@ -220,18 +232,15 @@ def rank_metrics_from_distances(
     _check_count(chunk_size, 'chunk_size', allow_none=True)
     distances = as_distances(distances)
     num_query, num_gallery = distances.shape
-    codes = _prepare_codes(
+    query_codes, gallery_codes = _prepare_codes(
         num_query, num_gallery, query_labels, gallery_labels, query_cameras, gallery_cameras, query_ids, gallery_ids,
         query_rows_name='distances (query axis)', gallery_rows_name='distances (gallery axis)')
-    query_labels, gallery_labels, query_cameras, gallery_cameras, query_ids, gallery_ids = codes
 
     step = _auto_chunk_size(chunk_size, num_query, num_gallery)
     scores = []
     for start in range(0, num_query, step):
         block = slice(start, start + step)
-        scores.append(score_queries(
-            distances[block], query_labels[block], gallery_labels,
-            _rows(query_cameras, block), gallery_cameras, _rows(query_ids, block), gallery_ids))
+        scores.append(_score_queries(distances[block], query_codes.rows(block), gallery_codes))
     return summarize_query_scores(_concat(scores), max_rank)
 
 
@@ -283,10 +292,9 @@ def retrieval_metrics(
             f'query embeddings have dimension {query.shape[1]} but gallery embeddings have {gallery.shape[1]}: '
             f'both sides must come from models with the same embedding size (num_features).')
     num_query, num_gallery = query.shape[0], gallery.shape[0]
-    codes = _prepare_codes(
+    query_codes, gallery_codes = _prepare_codes(
         num_query, num_gallery, query_labels, gallery_labels, query_cameras, gallery_cameras, query_ids, gallery_ids,
         query_rows_name='query', gallery_rows_name='gallery')
-    query_labels, gallery_labels, query_cameras, gallery_cameras, query_ids, gallery_ids = codes
 
     query = F.normalize(query, dim=1)
     gallery_t = F.normalize(gallery, dim=1).t()
@@ -294,16 +302,9 @@ def retrieval_metrics(
     scores = []
     for start in range(0, num_query, step):
         block = slice(start, start + step)
-        distances = torch.mm(query[block], gallery_t)
-        distances.neg_().add_(1.)  # cosine distance, in place: no second (chunk, G) buffer
-        scores.append(score_queries(
-            distances, query_labels[block], gallery_labels,
-            _rows(query_cameras, block), gallery_cameras, _rows(query_ids, block), gallery_ids))
+        distances = torch.rsub(torch.mm(query[block], gallery_t), 1.)  # cosine distance
+        scores.append(_score_queries(distances, query_codes.rows(block), gallery_codes))
     return summarize_query_scores(_concat(scores), max_rank)
-
-
-def _rows(codes: _Codes, block: slice) -> _Codes:
-    return None if codes is None else codes[block]
 
 
 def _concat(scores: List[QueryScores]) -> QueryScores:

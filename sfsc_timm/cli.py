@@ -1,0 +1,28 @@
+"""``sfsc-timm`` command line: ``train``, ``eval``, ``demo`` (and later ``export``, ``push``, ``export-width``)."""
+import importlib
+import sys
+from typing import List, Optional
+
+# sub-command -> module with a ``main(argv)``; imported lazily so ``sfsc-timm --help`` stays fast
+COMMANDS = {
+    'train': ('sfsc_timm.train.cli', 'train the supernet (or a baseline) from a YAML recipe'),
+    'eval': ('sfsc_timm.eval.cli', 'compatibility matrix of a checkpoint on a dataset'),
+    'demo': ('sfsc_timm.demo', 'build sfsc_resnet50, extract every width, print size and CPU latency'),
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ('-h', '--help') or argv[0] not in COMMANDS:
+        lines = [f'  {name:<8} {help_}' for name, (_, help_) in COMMANDS.items()]
+        print('usage: sfsc-timm COMMAND [ARGS]\n\ncommands:\n' + '\n'.join(lines))
+        if argv and argv[0] not in ('-h', '--help'):
+            print(f'\nunknown command {argv[0]!r}', file=sys.stderr)
+            return 2
+        return 0
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
