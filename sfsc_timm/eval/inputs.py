@@ -15,15 +15,19 @@ __all__ = ['as_embeddings', 'as_distances', 'as_id_pair', 'check_length']
 def _to_tensor(values: Any, name: str) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu()
-    array = np.asarray(values)
+    try:
+        array = np.asarray(values)
+    except ValueError:  # numpy refuses ragged nested lists
+        array = np.empty(0, dtype=object)
     if array.dtype == object:
-        raise ValueError(f'{name} could not be read as a regular array (ragged rows or mixed types?)')
+        raise ValueError(f'{name} could not be read as a regular array: ragged rows or mixed types?')
     return torch.from_numpy(array)
 
 
 def _check_finite(values: torch.Tensor, name: str, hint: str) -> None:
-    bad = ~torch.isfinite(values)
-    if bad.any():
+    finite = torch.isfinite(values)
+    if not finite.all():
+        bad = ~finite
         bad_rows = torch.nonzero(bad.reshape(bad.shape[0], -1).any(1)).flatten()
         shown = bad_rows[:5].tolist()
         more = ', ...' if bad_rows.numel() > 5 else ''

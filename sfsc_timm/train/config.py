@@ -1,0 +1,295 @@
+""" Training configuration: one flat dataclass, YAML recipes and command-line overrides.
+
+timm's train.py convention: the recipe (``-c recipes/NAME.yaml``) sets the argparse defaults and every ``--key value``
+on the command line wins over it. Every recipe key is a field of :class:`TrainConfig`; an unknown key is an error that
+lists the valid ones. The dataclass defaults are the built-in default recipe (``recipes/sfsc_resnet18_fashion_mnist.yaml``).
+"""
+import argparse
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from ..layers import check_widths
+
+__all__ = [
+    'TrainConfig', 'ConfigError', 'RUNTIME_KEYS', 'DEFAULT_EXPERIMENT', 'load_recipe', 'build_parser', 'parse_args',
+    'config_from_dict', 'config_differences', 'save_config',
+]
+
+DEFAULT_EXPERIMENT = 'sfsc_resnet18_fashion_mnist'
+SAMPLERS = ('random', 'pk')
+PRIORITIES = ('uncertainty', 'uniform')
+AMP_DTYPES = ('float16', 'bfloat16')
+
+
+class ConfigError(ValueError):
+    """A recipe or command line that cannot be trained: unknown keys, wrong types, inconsistent values."""
+
+
+@dataclass
+class TrainConfig:
+    """Every recipe key, with the built-in default recipe's values (Fashion-MNIST, about 10 minutes on 2 CPU cores)."""
+    # --- model ---
+    model: str = 'sfsc_resnet18'  # any registered sfsc_* model
+    widths: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    embed_dim: Optional[int] = 128  # D, shared by every width; null: the full backbone's num_features
+    input_size: List[int] = field(default_factory=lambda: [3, 32, 32])  # C, H, W
+    crop_pct: float = 1.0  # eval transform: resize to size / crop_pct, then centre crop
+    drop_path_rate: float = 0.0
+    # --- method (DESIGN section 3) ---
+    method: str = 'sfsc'  # sfsc, sfsc_no_proj, sfsc_no_unc, bct_s
+    priority: str = 'uncertainty'  # uncertainty or uniform width priorities (sfsc, sfsc_no_proj)
+    kl_coef: float = 1.0
+    kl_anneal_epochs: float = 10.0
+    lambda_tri: float = 0.0  # weight of the batch-hard triplet loss on the embedding (re-ID recipes)
+    triplet_margin: float = 0.3
+    label_smoothing: float = 0.0  # cross-entropy methods only
+    # --- data ---
+    dataset: str = 'fashion_mnist'  # fashion_mnist, reid (Market-1501 folder), imagefolder, or a Hub dataset id
+    data_dir: Optional[str] = None  # fashion_mnist: IDX folder (default: the Debian package's); reid / imagefolder: root
+    max_train: Optional[int] = 8000  # class-balanced training subset; null: all
+    val_max_query: Optional[int] = 200  # per-epoch compatibility matrix on subsets of query / gallery
+    val_max_gallery: Optional[int] = 1000
+    eval_max_query: Optional[int] = None  # final evaluation; null: the whole split
+    eval_max_gallery: Optional[int] = None
+    sampler: str = 'random'  # random (shuffled, DistributedSampler) or pk (P identities x K images)
+    pk_p: int = 16
+    pk_k: int = 4
+    batch_size: int = 64  # per process; with sampler pk it must equal pk_p * pk_k
+    hflip: float = 0.5
+    re_prob: float = 0.0  # random erasing probability
+    scale: List[float] = field(default_factory=lambda: [0.64, 1.0])  # random resized crop area range
+    workers: int = 0
+    # --- optimisation (timm.optim.create_optimizer_v2, timm.scheduler.create_scheduler_v2) ---
+    opt: str = 'sgd'
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    clip_grad: Optional[float] = None
+    sched: str = 'cosine'
+    epochs: int = 6
+    warmup_epochs: int = 1
+    warmup_lr: float = 0.01
+    min_lr: float = 1e-4
+    sched_on_updates: bool = True  # step the schedule every update rather than every epoch
+    amp: bool = False
+    amp_dtype: str = 'float16'
+    # --- run ---
+    seed: int = 42
+    device: str = 'auto'  # auto: cuda (local rank) when available, else cpu
+    experiment: Optional[str] = None  # run folder name under output/; default: the recipe file's name
+    output: Optional[str] = None  # run folder; default output/<experiment>
+    eval_every: int = 1  # epochs between validation matrices (the last epoch is always evaluated)
+    eval_batch_size: int = 256
+    max_nonfinite_steps: int = 5  # stop after this many consecutive skipped (non-finite loss) steps
+    progress: bool = True
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder: ``output`` or ``output/<experiment>``."""
+        return Path(self.output) if self.output else Path('output') / (self.experiment or DEFAULT_EXPERIMENT)
+
+
+# keys that do not change the trained weights: they may differ between a run and its resumption
+RUNTIME_KEYS = frozenset({
+    'workers', 'device', 'experiment', 'output', 'eval_every', 'eval_batch_size', 'eval_max_query',
+    'eval_max_gallery', 'val_max_query', 'val_max_gallery', 'max_nonfinite_steps', 'progress', 'epochs',
+})
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _base_type(hint) -> Tuple[Any, bool]:
+    """(inner type, optional) of a field annotation: Optional[int] -> (int, True)."""
+    if typing.get_origin(hint) is Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], True
+    return hint, False
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check one value against its field type; ints are accepted for floats, lists for tuples."""
+    hint, optional = _base_type(_HINTS[name])
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f'recipe key {name!r} must not be null.')
+    if typing.get_origin(hint) in (list, List):
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f'recipe key {name!r} must be a list of {item.__name__}, got {value!r}.')
+        return [_coerce_scalar(name, v, item) for v in value]
+    return _coerce_scalar(name, value, hint)
+
+
+def _coerce_scalar(name: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f'recipe key {name!r} must be {kind.__name__}, got {value!r} ({type(value).__name__}).')
+
+
+def _check_keys(keys, where: str) -> None:
+    unknown = sorted(set(keys) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f'unknown recipe key(s) in {where}: {", ".join(unknown)}. Valid keys: {", ".join(sorted(_FIELDS))}.')
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Type-check every field and the relations between them; returns `cfg`.
+
+    Raises:
+        ConfigError: naming the key, the bad value and what is allowed.
+    """
+    from .steps import METHODS  # late: steps imports torch-heavy modules
+
+    for name in _FIELDS:
+        setattr(cfg, name, _coerce(name, getattr(cfg, name)))
+    try:
+        widths = check_widths(cfg.widths)
+    except ValueError as err:
+        raise ConfigError(f'recipe key widths={cfg.widths}: {err}') from None
+    if len(widths) != len(cfg.widths):
+        raise ConfigError(f'recipe key widths={cfg.widths} repeats a width; list each width once.')
+    cfg.widths = list(widths)
+    if cfg.method not in METHODS:
+        raise ConfigError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
+    choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES)
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(allowed)}.')
+    if len(cfg.input_size) != 3 or min(cfg.input_size) < 1:
+        raise ConfigError(f'input_size must be [channels, height, width] of positive ints, got {cfg.input_size}.')
+    if len(cfg.scale) != 2 or not 0 < cfg.scale[0] <= cfg.scale[1] <= 1:
+        raise ConfigError(f'scale must be [min, max] with 0 < min <= max <= 1, got {cfg.scale}.')
+    positive = ('batch_size', 'epochs', 'pk_p', 'pk_k', 'eval_every', 'eval_batch_size', 'max_nonfinite_steps')
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f'recipe key {name} must be >= 1, got {getattr(cfg, name)}.')
+    for name in ('max_train', 'val_max_query', 'val_max_gallery', 'eval_max_query', 'eval_max_gallery', 'embed_dim'):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ConfigError(f'recipe key {name} must be >= 1 or null (all), got {getattr(cfg, name)}.')
+    for name in ('lr', 'kl_coef', 'lambda_tri', 'weight_decay', 'warmup_lr', 'min_lr', 'momentum', 'hflip', 're_prob',
+                 'label_smoothing', 'drop_path_rate', 'crop_pct', 'workers', 'warmup_epochs'):
+        value = getattr(cfg, name)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f'recipe key {name} must be a finite number >= 0, got {value}.')
+    if cfg.sampler == 'pk' and cfg.batch_size != cfg.pk_p * cfg.pk_k:
+        raise ConfigError(f'sampler pk draws pk_p * pk_k = {cfg.pk_p * cfg.pk_k} images per batch but batch_size is '
+                          f'{cfg.batch_size}; set batch_size to {cfg.pk_p * cfg.pk_k}.')
+    if cfg.lambda_tri > 0 and cfg.sampler != 'pk':
+        raise ConfigError('lambda_tri > 0 (triplet loss) needs positives in every batch: set sampler: pk.')
+    if cfg.batch_size < 2:
+        raise ConfigError('batch_size must be >= 2: BatchNorm needs more than one sample per batch.')
+    return cfg
+
+
+def config_from_dict(values: Dict[str, Any], where: str = 'config') -> TrainConfig:
+    """A validated config from a (partial) dict of recipe keys."""
+    _check_keys(values, where)
+    return validate(TrainConfig(**values))
+
+
+def load_recipe(path: Union[str, Path]) -> Dict[str, Any]:
+    """The key/value pairs of a YAML recipe, keys checked.
+
+    Raises:
+        FileNotFoundError: no such recipe (the message lists the recipes next to it).
+        ConfigError: not a mapping, or unknown keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        known = sorted(p.name for p in path.parent.glob('*.yaml')) if path.parent.is_dir() else []
+        raise FileNotFoundError(f'recipe {path} not found' + (f'; recipes there: {", ".join(known)}' if known else ''))
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f'recipe {path} must be a YAML mapping of key: value, got {type(values).__name__}.')
+    _check_keys(values, str(path))
+    return values
+
+
+def _parse_none(kind):
+    def parse(text: str):
+        return None if text.lower() in ('none', 'null') else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``sfsc-timm train`` arguments: ``-c``, ``--resume``, ``--stop-after`` and one ``--key`` per recipe key."""
+    parser = argparse.ArgumentParser(
+        prog='sfsc-timm train', description='Train a switchable SFSC supernet (or a baseline) from a YAML recipe.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('-c', '--config', default=None, help='YAML recipe; its keys set the defaults below')
+    parser.add_argument('--resume', default=None,
+                        help='run folder or checkpoint folder to continue from (its epoch, optimizer, RNG states)')
+    parser.add_argument('--stop-after', type=int, default=None,
+                        help='stop after this many epochs of this invocation, as if killed (resume to continue)')
+    group = parser.add_argument_group('recipe keys (override the recipe)')
+    for name, f in _FIELDS.items():
+        hint, optional = _base_type(_HINTS[name])
+        flags = [f'--{name.replace("_", "-")}'] + ([f'--{name}'] if '_' in name else [])
+        if hint is bool:
+            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        elif typing.get_origin(hint) in (list, List):
+            (item,) = typing.get_args(hint)
+            group.add_argument(*flags, dest=name, type=item, nargs='+', default=argparse.SUPPRESS)
+        else:
+            group.add_argument(*flags, dest=name, type=_parse_none(hint) if optional else hint,
+                               default=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Any], argparse.Namespace]:
+    """Recipe keys set by the recipe and the command line (command line wins), and the non-recipe arguments.
+
+    Returns:
+        (given keys, namespace with ``config``, ``resume``, ``stop_after``). Keys not given take the defaults later,
+        so that a resume without ``-c`` can take the run's own recipe instead.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given: Dict[str, Any] = {}
+    if args.config:
+        given.update(load_recipe(args.config))
+        given.setdefault('experiment', Path(args.config).stem)
+    given.update({k: v for k, v in vars(args).items() if k in _FIELDS})
+    extra = argparse.Namespace(config=args.config, resume=args.resume, stop_after=args.stop_after)
+    return given, extra
+
+
+def config_differences(saved: Dict[str, Any], current: Dict[str, Any],
+                       ignore=RUNTIME_KEYS) -> List[Tuple[str, Any, Any]]:
+    """Keys (outside `ignore`) whose values differ: ``(key, saved value, current value)``."""
+    keys = sorted((set(saved) | set(current)) - set(ignore))
+    return [(k, saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)]
+
+
+def save_config(cfg: TrainConfig, path: Union[str, Path]) -> None:
+    """Write the resolved config as YAML (atomically: temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f'.{path.name}.tmp')
+    with open(temp, 'w') as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    temp.replace(path)
