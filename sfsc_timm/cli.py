@@ -1,4 +1,4 @@
-"""``sfsc-timm`` command line: ``train``, ``eval``, ``demo`` (and later ``export``, ``push``, ``export-width``)."""
+"""``sfsc-timm`` command line: ``train``, ``eval``, ``export``, ``push``, ``export-width``, ``demo``."""
 import importlib
 import sys
 from typing import List, Optional
@@ -7,6 +7,9 @@ from typing import List, Optional
 COMMANDS = {
     'train': ('sfsc_timm.train.cli', 'train the supernet (or a baseline) from a YAML recipe'),
     'eval': ('sfsc_timm.eval.cli', 'compatibility matrix of a checkpoint on a dataset'),
+    'export': ('sfsc_timm.hub.export', 'write a Hub repository folder (weights, config, model card, heatmap)'),
+    'push': ('sfsc_timm.hub.push', 'upload an exported folder to the Hugging Face Hub'),
+    'export-width': ('sfsc_timm.hub.deploy', 'export one width for deployment (ONNX, TorchScript, torch.export)'),
     'demo': ('sfsc_timm.demo', 'build sfsc_resnet50, extract every width, print size and CPU latency'),
 }
 
