@@ -100,7 +100,8 @@ def main() -> None:
     for width, row in rows.items():
         lat = row['latency']
         print(f'{width:>5} {lat["static"]["median_s"]:>9.3f} {lat["native"]["median_s"]:>9.3f} '
-              f'{row["static_over_native"]:>13.3f} {row["supernet_over_static"]:>15.3f} {row["latency_over_full"]:>8.3f} '
+              f'{row["static_over_native"]:>13.3f} {row["supernet_over_static"]:>15.3f} '
+              f'{row["latency_over_full"]:>8.3f} '
               f'{row["params"] / 1e6:>10.2f} {row["params_over_full"]:>11.3f} {row["gmacs"]:>6.2f} '
               f'{row["gmacs_over_full"]:>10.3f}')
     print(f'peak memory loading width 0.25 / width 1.0 from one {checkpoint_bytes / 2**20:.0f} MiB checkpoint: '

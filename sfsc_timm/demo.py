@@ -24,7 +24,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         reference = {w: subs[w](x) for w in subs}
     print(f'{args.model}: one supernet, {len(net.widths)} widths, embedding D={net.embed_dim}, '
           f'input {size[1]}x{size[2]}, batch {args.batch_size}, {torch.get_num_threads()} CPU threads')
-    print(f'{"width":>6} {"params (M)":>11} {"share":>6} {"GMACs":>7} {"latency (ms)":>13} {"max |static - supernet|":>24}')
+    print(f'{"width":>6} {"params (M)":>11} {"share":>6} {"GMACs":>7} {"latency (ms)":>13} '
+          f'{"max |static - supernet|":>24}')
     full = count_parameters(subs[1.0])
     for w, sub in subs.items():
         with torch.inference_mode(), net.width(w):

@@ -10,7 +10,7 @@ from .base import SliceSpec, SwitchableLayer
 from .channels import check_widths
 from .switchable_conv import SwitchableConv2d
 from .switchable_linear import SwitchableLinear
-from .switchable_norm import SwitchableBatchNorm1d, SwitchableBatchNorm2d, SwitchableBatchNormAct2d
+from .switchable_norm import SwitchableBatchNorm2d, SwitchableBatchNormAct2d
 
 # Modules that hold no tensors of their own, or only tensors the channel rule does not touch, are left as they are.
 # Anything else holding parameters must have a switchable counterpart, or conversion fails loudly.

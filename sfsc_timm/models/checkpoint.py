@@ -188,7 +188,7 @@ def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, 
 
 
 def replace_folder(new: Path, target: Path) -> None:
-    """Move the complete folder ``new`` to ``target``; an existing ``target`` is replaced only after ``new`` is whole."""
+    """Move the complete folder ``new`` to ``target``; an existing ``target`` goes only once ``new`` is whole."""
     if target.exists():
         retired = Path(tempfile.mkdtemp(prefix=f'.{target.name}.old.', dir=target.parent))
         os.replace(target, retired / target.name)

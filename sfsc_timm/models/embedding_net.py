@@ -66,11 +66,8 @@ class EmbeddingNet(nn.Module):
         if global_pool is not None:
             self.backbone.reset_classifier(0, global_pool)
         self.num_classes = num_classes
-        device = self.neck_projection_weight().device
+        device = next(self.neck.parameters()).device
         self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
-
-    def neck_projection_weight(self) -> torch.Tensor:
-        return self.neck.fc.weight
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -2,7 +2,6 @@
 import logging
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import torch
 from torch import nn
 from timm.models import resolve_pretrained_cfg
 from timm.models._features import FeatureGetterNet
@@ -60,7 +59,7 @@ def create_sfsc_model(
     if features_only and width is None:
         raise ValueError('features_only=True needs a static sub-model: pass width=, e.g. '
                          f"timm.create_model('{variant}', width=0.5, features_only=True).")
-    num_classes = cfg.get('num_classes') or 0 if num_classes is None else num_classes
+    num_classes = (cfg.get('num_classes') or 0) if num_classes is None else num_classes
     build = dict(widths=widths, embed_dim=embed_dim, num_classes=num_classes, in_chans=in_chans, **backbone_kwargs)
     if pretrained:
         source_width = (pretrained_model_args or {}).get('width')

@@ -26,6 +26,7 @@ def load(source: Union[str, Path], width: Optional[float] = None, **kwargs) -> n
     if not (folder / CONFIG_NAME).is_file():
         raise CheckpointError(
             f'{folder} has no {CONFIG_NAME}, so the architecture and widths are unknown. Re-save the supernet with '
-            f"sfsc_timm.save(net, folder), or name them yourself: timm.create_model('sfsc_resnet50', pretrained=True, "
-            f"pretrained_cfg_overlay=dict(file='{folder / WEIGHTS_NAME}'), widths=..., embed_dim=..., num_classes=...).")
+            "sfsc_timm.save(net, folder), or name them yourself: timm.create_model('sfsc_resnet50', pretrained=True, "
+            f"pretrained_cfg_overlay=dict(file='{folder / WEIGHTS_NAME}'), widths=..., embed_dim=..., "
+            "num_classes=...).")
     return timm.create_model(f'local-dir:{folder}', pretrained=True, width=width, **kwargs)
