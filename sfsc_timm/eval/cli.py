@@ -57,7 +57,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     transform = build_transforms(model, train=False, **overrides)
     result = compatibility_matrix(
         models, query=with_image_transform(data.query, transform),
-        gallery=with_image_transform(data.gallery, transform), widths=widths, batch_size=args.batch_size, num_workers=args.workers, device=args.device)
+        gallery=with_image_transform(data.gallery, transform), widths=widths, batch_size=args.batch_size,
+        num_workers=args.workers, device=args.device)
     summary = result.summary
     print(f'{data.name}: {len(data.query)} queries, {len(data.gallery)} gallery items'
           f'{", cameras" if data.has_cameras else ""}; mAP (%), rows = query width, columns = gallery width')

@@ -9,7 +9,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ['as_embeddings', 'as_distances', 'as_id_pair', 'check_length']
+__all__ = ['as_unit_embeddings', 'as_distances', 'as_id_pair', 'check_length']
 
 
 def _to_tensor(values: Any, name: str) -> torch.Tensor:
@@ -36,11 +36,11 @@ def _check_finite(values: torch.Tensor, name: str, hint: str) -> None:
             f'first rows: {shown}{more}. {hint}')
 
 
-def as_embeddings(values: Any, name: str) -> torch.Tensor:
-    """A `(N, D)` float32 CPU tensor of finite embeddings with N >= 1.
+def as_unit_embeddings(values: Any, name: str) -> torch.Tensor:
+    """Check a `(N, D)` embedding matrix (N >= 1, all finite) and return it L2-normalised, as float32 on the CPU.
 
     float32 is used whatever the input precision so that every entry point (functions, `evaluate` module) ranks with
-    bit-identical distances.
+    bit-identical distances. All-zero rows stay zero (distance 1 to everything).
     """
     embeddings = _to_tensor(values, name)
     if embeddings.dim() != 2:
@@ -54,8 +54,12 @@ def as_embeddings(values: Any, name: str) -> torch.Tensor:
     if embeddings.is_complex():
         raise ValueError(f'{name} must hold real numbers, got dtype {embeddings.dtype}.')
     embeddings = embeddings.to(torch.float32)
-    _check_finite(embeddings, name, 'Check the model output (e.g. fp16 overflow) or drop those rows.')
-    return embeddings.contiguous()
+    norms = torch.linalg.vector_norm(embeddings, dim=1)
+    # NaN and inf propagate into the row norms, which are needed anyway: the full scan runs only on failure
+    if not torch.isfinite(norms).all():
+        _check_finite(embeddings, name, 'Check the model output (e.g. fp16 overflow) or drop those rows.')
+        raise ValueError(f'{name} has rows whose L2 norm overflows float32; scale the embeddings down.')
+    return embeddings / norms.clamp_min(1e-12)[:, None]
 
 
 def as_distances(values: Any) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 timm's train.py convention: the recipe (``-c recipes/NAME.yaml``) sets the argparse defaults and every ``--key value``
 on the command line wins over it. Every recipe key is a field of :class:`TrainConfig`; an unknown key is an error that
-lists the valid ones. The dataclass defaults are the built-in default recipe (``recipes/sfsc_resnet18_fashion_mnist.yaml``).
+lists the valid ones. The dataclass defaults are the built-in default recipe
+(``recipes/sfsc_resnet18_fashion_mnist.yaml``).
 """
 import argparse
 import dataclasses
@@ -51,7 +52,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy methods only
     # --- data ---
     dataset: str = 'fashion_mnist'  # fashion_mnist, reid (Market-1501 folder), imagefolder, or a Hub dataset id
-    data_dir: Optional[str] = None  # fashion_mnist: IDX folder (default: the Debian package's); reid / imagefolder: root
+    data_dir: Optional[str] = None  # fashion_mnist: IDX folder (default: the Debian package's); reid, imagefolder: root
     max_train: Optional[int] = 8000  # class-balanced training subset; null: all
     val_max_query: Optional[int] = 200  # per-epoch compatibility matrix on subsets of query / gallery
     val_max_gallery: Optional[int] = 1000
@@ -272,7 +273,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Any], ar
     given: Dict[str, Any] = {}
     if args.config:
         given.update(load_recipe(args.config))
-        given.setdefault('experiment', Path(args.config).stem)
+        if given.get('experiment') is None:
+            given['experiment'] = Path(args.config).stem
     given.update({k: v for k, v in vars(args).items() if k in _FIELDS})
     extra = argparse.Namespace(config=args.config, resume=args.resume, stop_after=args.stop_after)
     return given, extra
