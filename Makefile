@@ -22,8 +22,9 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
+# the main job: train the built-in default recipe (Fashion-MNIST), then print the compatibility matrix
 run: install data
-	$(BIN)/sfsc-timm demo
+	$(BIN)/sfsc-timm train -c recipes/sfsc_resnet18_fashion_mnist.yaml
 
 demo: install
 	$(BIN)/sfsc-timm demo
@@ -34,3 +35,4 @@ test: install data
 bench: install
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/eval.py
+	$(BIN)/python benchmarks/train_step.py

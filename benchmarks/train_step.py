@@ -1,0 +1,133 @@
+""" Cost of the SFSC step against one backward of the summed losses, and of each width alone.
+
+Full setting (issue 4): sfsc_resnet50 at 256x128, batch 16, widths 0.25 / 0.5 / 0.75 / 1.0, on this machine's CPU.
+Variants, timed interleaved (one step of each in turn, `--repeats` rounds after one warm-up round) so that load from
+other processes hits them alike; the median is reported:
+
+* ``sfsc``: the trainer's SFSC step: 4 forwards, priorities, 4 backwards each collected by GradientProjection, the
+  projection from the Gram matrix, the optimizer step;
+* ``sum``: the same 4 forwards and losses, their sum, one backward, the same (inner) optimizer step;
+* ``width_<w>``: one forward + backward + step at width w alone.
+
+The ratio sfsc / sum is the overhead of per-width backward passes + projection (target <= 1.15). JSON to
+`benchmarks/results/train_step.json` (`train_step_quick.json` with `--quick`).
+
+    python benchmarks/train_step.py            # full size, several minutes on 2 cores
+    python benchmarks/train_step.py --quick    # sfsc_resnet18 at 128x64, batch 8
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+from sfsc_timm.train.config import config_from_dict
+from sfsc_timm.train.distributed import DistInfo
+from sfsc_timm.train.steps import SFSCStep, create_train_step
+from sfsc_timm.train.trainer import create_model
+
+QUICK = dict(model='sfsc_resnet18', height=128, width=64, batch_size=8, repeats=3)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', default='sfsc_resnet50')
+    parser.add_argument('--height', type=int, default=256)
+    parser.add_argument('--width', type=int, default=128)
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--num-classes', type=int, default=751, help='classifier size (Market-1501: 751)')
+    parser.add_argument('--repeats', type=int, default=5, help='timed rounds (after one warm-up round)')
+    parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: torch\'s)')
+    parser.add_argument('--quick', action='store_true', help=f'small run: {QUICK}')
+    parser.add_argument('--output', type=Path, default=None)
+    args = parser.parse_args()
+    if args.quick:
+        for name, value in QUICK.items():
+            setattr(args, name, value)
+    return args
+
+
+def summed_step(step: SFSCStep) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """The baseline: the SFSC step's forwards and losses, summed, one backward, the plain inner optimizer."""
+    inner = step.optimizer.optimizer
+
+    def run(images: torch.Tensor, labels: torch.Tensor) -> None:
+        inner.zero_grad(set_to_none=True)
+        losses = [step.width_loss(w, images, labels, 1.0)[0] for w in step.widths]
+        torch.stack(losses).sum().backward()
+        inner.step()
+    return run
+
+
+def single_width_step(step: SFSCStep, width: float) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    inner = step.optimizer.optimizer
+
+    def run(images: torch.Tensor, labels: torch.Tensor) -> None:
+        inner.zero_grad(set_to_none=True)
+        step.width_loss(width, images, labels, 1.0)[0].backward()
+        inner.step()
+    return run
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_dict(dict(model=args.model, input_size=[3, args.height, args.width], embed_dim=None,
+                                batch_size=args.batch_size, method='sfsc'))
+    torch.manual_seed(0)
+    net = create_model(cfg, args.num_classes).train()
+    step = create_train_step(cfg, net, DistInfo())
+    images = torch.randn(args.batch_size, 3, args.height, args.width)
+    labels = torch.randint(0, args.num_classes, (args.batch_size,))
+    conflicts: List[int] = []
+
+    def sfsc(images: torch.Tensor, labels: torch.Tensor) -> None:
+        conflicts.append(step(images, labels, 1.0).num_conflicts)
+
+    variants: Dict[str, Callable] = {'sfsc': sfsc, 'sum': summed_step(step)}
+    variants.update({f'width_{w:g}': single_width_step(step, w) for w in sorted(cfg.widths)})
+    times: Dict[str, List[float]] = {name: [] for name in variants}
+    for round_ in range(args.repeats + 1):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run(images, labels)
+            if round_ > 0:  # round 0 warms up allocators and kernels
+                times[name].append(time.perf_counter() - start)
+        print(f'round {round_}/{args.repeats}: ' + ', '.join(
+            f'{n} {t[-1]:.2f}s' for n, t in times.items() if t), flush=True)
+
+    median = {name: statistics.median(t) for name, t in times.items()}
+    ratio = median['sfsc'] / median['sum']
+    rows = [(name, median[name], min(times[name]), max(times[name])) for name in variants]
+    print(f'\n{args.model} {args.height}x{args.width}, batch {args.batch_size}, widths {cfg.widths}, '
+          f'{torch.get_num_threads()} threads, {args.repeats} rounds')
+    print(f'{"variant":<12} {"median s":>9} {"min s":>8} {"max s":>8}')
+    for name, med, lo, hi in rows:
+        print(f'{name:<12} {med:9.3f} {lo:8.3f} {hi:8.3f}')
+    print(f'sfsc / sum = {ratio:.3f} (target <= 1.15); projections per sfsc step: {conflicts}')
+
+    result = dict(
+        benchmark='train_step', model=args.model, input_size=[3, args.height, args.width], batch_size=args.batch_size,
+        widths=cfg.widths, num_classes=args.num_classes, repeats=args.repeats, threads=torch.get_num_threads(),
+        median_s=median, min_s={n: min(t) for n, t in times.items()}, times_s=times, ratio_sfsc_over_sum=ratio,
+        target_ratio=1.15, meets_target=ratio <= 1.15, conflicts_per_step=conflicts,
+        machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
+                     torch=torch.__version__),
+        note='interleaved rounds on a shared machine; medians over rounds')
+    output = args.output or Path(__file__).resolve().parent / 'results' / (
+        'train_step_quick.json' if args.quick else 'train_step.json')
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temp = output.with_name(f'.{output.name}.tmp')
+    temp.write_text(json.dumps(result, indent=2))
+    temp.replace(output)
+    print(f'wrote {output}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,106 @@
+""" Training checkpoints: the supernet's weights in safetensors plus a training-state file, written atomically.
+
+A checkpoint is a folder (``RUN/checkpoints/last`` or ``.../best``) holding ``model.safetensors`` and ``config.json``
+(``sfsc_timm.save``, loadable with ``sfsc_timm.load``) and ``training_state.pt``: the epoch, the optimizer (with the
+projection generator), scheduler and scaler states, every rank's RNG states, the resolved config and the best score,
+all plain tensors and Python values so that it loads with ``torch.load(weights_only=True)``. The folder is built
+next to its target and swapped in only when complete, so a kill mid-write leaves the previous checkpoint intact.
+"""
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..models import save
+from ..models.checkpoint import WEIGHTS_NAME, replace_folder
+
+__all__ = ['TRAINING_STATE_NAME', 'rng_state', 'set_rng_state', 'save_checkpoint', 'resolve_checkpoint',
+           'load_training_state', 'load_weights', 'make_staging_dir']
+
+TRAINING_STATE_NAME = 'training_state.pt'
+
+
+def rng_state() -> Dict[str, Any]:
+    """This process's torch, CUDA, numpy and Python RNG states, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state = {
+        'torch': torch.get_rng_state(),
+        'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)), 'pos': int(np_state[2]),
+                  'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
+        'python': random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state['torch'])
+    n = state['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
+                         n['cached_gaussian']))
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def save_checkpoint(folder: Union[str, Path], net: nn.Module, training_state: Dict[str, Any]) -> Path:
+    """Write weights + training state into `folder`, replacing an existing checkpoint only once the new one is whole."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = make_staging_dir(folder)
+    try:
+        save(net, staging)
+        torch.save(training_state, staging / TRAINING_STATE_NAME)
+        replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def make_staging_dir(target: Path) -> Path:
+    """An empty folder next to `target` to build it in; mode 0o777 minus the umask (mkdtemp makes it private)."""
+    staging = Path(tempfile.mkdtemp(prefix=f'.{target.name}.', dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
+
+
+def resolve_checkpoint(path: Union[str, Path]) -> Path:
+    """The checkpoint folder meant by `path`: a checkpoint folder itself, or a run folder (its ``checkpoints/last``).
+
+    Raises:
+        FileNotFoundError: neither, with what was looked for.
+    """
+    path = Path(path)
+    for candidate in (path, path / 'checkpoints' / 'last'):
+        if (candidate / TRAINING_STATE_NAME).is_file() and (candidate / WEIGHTS_NAME).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f'--resume {path}: no checkpoint there. Pass a run folder (with checkpoints/last/) or a checkpoint folder '
+        f'holding {WEIGHTS_NAME} and {TRAINING_STATE_NAME}.')
+
+
+def load_training_state(folder: Union[str, Path]) -> Dict[str, Any]:
+    """The training state of a checkpoint folder (``torch.load`` with ``weights_only=True``)."""
+    return torch.load(Path(folder) / TRAINING_STATE_NAME, map_location='cpu', weights_only=True)
+
+
+def load_weights(folder: Union[str, Path], net: nn.Module) -> None:
+    """Load a checkpoint's weights and buffers into `net` in place (strict: every key must match)."""
+    state = load_file(str(Path(folder) / WEIGHTS_NAME))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f'checkpoint {folder} does not fit the model built from the recipe: missing {missing[:5]}, unexpected '
+            f'{unexpected[:5]}. Resume with the recipe the run was started with.')

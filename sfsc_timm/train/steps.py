@@ -1,0 +1,253 @@
+""" One optimisation step per training method; the trainer's loop only ever calls ``step(images, labels, epoch)``.
+
+A method is a :class:`TrainStep` subclass registered under its recipe name with :func:`register_method`. It builds its
+own optimizer (the scheduler drives ``step.optimizer``) and returns a :class:`StepResult`. New baselines (independent,
+bct, asymmetric, asymmetric_s) are new subclasses; the loop does not change.
+"""
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple, Type
+
+import torch
+from torch import nn
+from timm.optim import create_optimizer_v2
+
+from ..losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, width_priorities
+from ..optim import GradientProjection
+from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
+from .params import shared_params
+
+__all__ = ['StepResult', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep', 'BCTSharedStep',
+           'METHODS', 'register_method', 'create_train_step']
+
+METHODS: Dict[str, Type['TrainStep']] = {}
+
+
+def register_method(name: str) -> Callable[[Type['TrainStep']], Type['TrainStep']]:
+    """Class decorator: make a TrainStep subclass available as ``method: name`` in recipes."""
+    def register(cls: Type['TrainStep']) -> Type['TrainStep']:
+        if name in METHODS:
+            raise ValueError(f'method {name!r} is already registered by {METHODS[name].__name__}.')
+        METHODS[name] = cls
+        return cls
+    return register
+
+
+@dataclass
+class StepResult:
+    """What one step did.
+
+    Attributes:
+        loss: The objective that was minimised (priority-weighted sum over widths); NaN / inf when skipped.
+        width_losses: Each width's loss before its priority, widest first.
+        priorities: Each width's priority (ones when the method has none), widest first.
+        num_conflicts: Gradient pairs projected this step (0 without projection).
+        skipped: The loss was non-finite on some rank, so nothing was updated.
+    """
+    loss: float
+    width_losses: List[float] = field(default_factory=list)
+    priorities: List[float] = field(default_factory=list)
+    num_conflicts: int = 0
+    skipped: bool = False
+
+
+class TrainStep:
+    """Base class: the network, the per-width forward, the optional triplet term, AMP and the optimizer state.
+
+    Args:
+        net: A switchable supernet with a classifier (``num_classes > 0``).
+        cfg: The resolved TrainConfig.
+        dist_info: Rank / world size / device.
+    """
+
+    def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
+        if not getattr(net, 'num_classes', 0):
+            raise ValueError('the network needs a classifier (num_classes > 0) to be trained.')
+        self.net = net
+        self.cfg = cfg
+        self.dist = dist_info
+        self.widths: Tuple[float, ...] = tuple(sorted(net.widths, reverse=True))  # widest first (DESIGN section 3)
+        self.triplet = BatchHardTripletLoss(margin=cfg.triplet_margin) if cfg.lambda_tri > 0 else None
+        device_type = dist_info.device.type
+        self.amp_dtype = getattr(torch, cfg.amp_dtype)
+        self.amp = cfg.amp
+        # loss scaling is only needed (and only supported) for float16 on an accelerator
+        use_scaler = cfg.amp and self.amp_dtype == torch.float16 and device_type != 'cpu'
+        self.scaler = torch.amp.GradScaler(device_type) if use_scaler else None
+        self.optimizer = self.create_optimizer()
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        """timm's optimizer over all parameters (no weight decay on biases / norms)."""
+        return create_optimizer_v2(self.net, opt=self.cfg.opt, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                                   momentum=self.cfg.momentum)
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.amp_dtype)
+
+    def forward_width(self, width: float, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(embedding (B, D), logits (B, C)) of the supernet at `width`, through the shared classifier."""
+        with self.net.width(width), self.autocast():
+            embedding = self.net.forward_head(self.net.forward_features(images), pre_logits=True)
+            logits = self.net.head(embedding)
+        return embedding, logits
+
+    def metric_loss(self, embedding: torch.Tensor, labels: torch.Tensor) -> Optional[torch.Tensor]:
+        """``lambda_tri * triplet`` on the embedding, or None when the recipe has no triplet term."""
+        if self.triplet is None:
+            return None
+        return self.cfg.lambda_tri * self.triplet(embedding, labels)
+
+    def _snapshot_norm_stats(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        # a non-finite forward would leave NaN in BatchNorm running statistics; a skipped step must change nothing
+        return [(b, b.detach().clone()) for name, b in self.net.named_buffers()
+                if name.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]
+
+    @staticmethod
+    def _restore(snapshot: List[Tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for buffer, saved in snapshot:
+                buffer.copy_(saved)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> StepResult:
+        """One update on the batch; `epoch` may be fractional (KL annealing)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, object]:
+        state = {'optimizer': self.optimizer.state_dict()}
+        if self.scaler is not None:
+            state['scaler'] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        self.optimizer.load_state_dict(state['optimizer'])
+        if self.scaler is not None and 'scaler' in state:
+            self.scaler.load_state_dict(state['scaler'])
+
+
+@register_method('sfsc')
+class SFSCStep(TrainStep):
+    """SFSC (DESIGN section 3): per width, widest first, the uncertainty-based compatible loss through the shared head
+    (+ triplet); priorities from the detached mean uncertainties; one backward of ``pi_w * loss_w`` per width, each
+    collected by GradientProjection, which projects conflicting shared gradients and sums them.
+
+    Private BatchNorm parameters (one width's) keep their own gradient; everything else is projected.
+    """
+    use_uncertainty = True
+    projection_mode = 'pcgrad'
+
+    def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
+        super().__init__(net, cfg, dist_info)
+        self.uncertainty_loss = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs)
+        self.ce_loss = _cross_entropy(cfg.label_smoothing)
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        inner = super().create_optimizer()
+        # the projection order is drawn from its own generator, so runs (and resumed runs) are reproducible
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        return GradientProjection(inner, shared_params(self.net), num_tasks=len(self.widths), generator=generator,
+                                  projection_mode=self.projection_mode)
+
+    def width_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor,
+                   epoch: float) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(loss of one width, its detached mean uncertainty or None)."""
+        embedding, logits = self.forward_width(width, images)
+        if self.use_uncertainty:
+            out = self.uncertainty_loss(logits, labels, epoch)
+            loss, uncertainty = out.loss, out.uncertainty
+        else:
+            loss, uncertainty = self.ce_loss(logits.float(), labels), None
+        extra = self.metric_loss(embedding, labels)
+        return (loss if extra is None else loss + extra), uncertainty
+
+    def priorities(self, uncertainties: List[Optional[torch.Tensor]]) -> torch.Tensor:
+        """pi_w from the mean uncertainties, averaged over ranks first so every rank weights the widths alike."""
+        if not self.use_uncertainty or self.cfg.priority == 'uniform':
+            return torch.ones(len(self.widths))
+        u = torch.stack([x.float() for x in uncertainties])
+        return width_priorities(all_reduce_mean_(u), mode='uncertainty').cpu()
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> StepResult:
+        opt: GradientProjection = self.optimizer
+        opt.zero_grad()
+        snapshot = self._snapshot_norm_stats()
+        # every width's forward comes first: the priorities need all uncertainties before any backward
+        losses, uncertainties = zip(*(self.width_loss(w, images, labels, epoch) for w in self.widths))
+        values = torch.stack([loss.detach().float() for loss in losses])
+        if any_rank(not bool(torch.isfinite(values).all()), self.dist.device):
+            self._restore(snapshot)
+            return StepResult(loss=float('nan'), width_losses=values.tolist(), skipped=True)
+        priorities = self.priorities(list(uncertainties))
+        for i, (loss, pi) in enumerate(zip(losses, priorities.tolist())):
+            weighted = pi * loss
+            (self.scaler.scale(weighted) if self.scaler is not None else weighted).backward()
+            opt.collect(i)
+        opt.step(grad_scaler=self.scaler, clip_grad=self.cfg.clip_grad)
+        if self.scaler is not None:
+            self.scaler.update()
+        return StepResult(loss=float((priorities.to(values) * values).sum()), width_losses=values.tolist(),
+                          priorities=priorities.tolist(), num_conflicts=opt.last_num_conflicts)
+
+
+@register_method('sfsc_no_proj')
+class SFSCNoProjectionStep(SFSCStep):
+    """Ablation: the uncertainty loss and priorities, but the per-width gradients are summed, not projected."""
+    projection_mode = 'sum'
+
+
+@register_method('sfsc_no_unc')
+class SFSCNoUncertaintyStep(SFSCStep):
+    """Ablation: cross-entropy through the shared classifier (uniform priorities), with gradient projection."""
+    use_uncertainty = False
+
+
+@register_method('bct_s')
+class BCTSharedStep(TrainStep):
+    """Baseline ``bct_s``: the supernet, cross-entropy of every width through the shared classifier, losses summed,
+    one backward, the plain optimizer (no uncertainty, no projection)."""
+
+    def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
+        super().__init__(net, cfg, dist_info)
+        self.ce_loss = _cross_entropy(cfg.label_smoothing)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> StepResult:
+        self.optimizer.zero_grad(set_to_none=True)
+        snapshot = self._snapshot_norm_stats()
+        losses = []
+        for width in self.widths:
+            embedding, logits = self.forward_width(width, images)
+            loss = self.ce_loss(logits.float(), labels)
+            extra = self.metric_loss(embedding, labels)
+            losses.append(loss if extra is None else loss + extra)
+        values = torch.stack([loss.detach().float() for loss in losses])
+        if any_rank(not bool(torch.isfinite(values).all()), self.dist.device):
+            self._restore(snapshot)
+            return StepResult(loss=float('nan'), width_losses=values.tolist(), skipped=True)
+        total = torch.stack(losses).sum()
+        (self.scaler.scale(total) if self.scaler is not None else total).backward()
+        # no DDP wrapper (it does not expect several forwards per backward): average the summed gradient ourselves
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        all_reduce_grads(params)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return StepResult(loss=float(values.sum()), width_losses=values.tolist(),
+                          priorities=[1.0] * len(self.widths))
+
+
+def _cross_entropy(label_smoothing: float) -> nn.Module:
+    return LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
+
+
+def create_train_step(cfg, net: nn.Module, dist_info: DistInfo) -> TrainStep:
+    """The step object of ``cfg.method``."""
+    if cfg.method not in METHODS:
+        raise ValueError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
+    return METHODS[cfg.method](net, cfg, dist_info)

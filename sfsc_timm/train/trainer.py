@@ -1,0 +1,267 @@
+""" The training loop: model, data, method step, schedule, per-epoch compatibility matrix, checkpoints, export. """
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import timm
+import torch
+from timm.scheduler import create_scheduler_v2
+from timm.utils import AverageMeter, distribute_bn, random_seed
+from tqdm.auto import tqdm
+
+from ..eval import compatibility_matrix, format_compatibility_table, plot_compatibility_heatmap
+from ..models import save
+from ..models.checkpoint import replace_folder
+from .checkpointing import load_weights, make_staging_dir, rng_state, save_checkpoint, set_rng_state
+from .config import ConfigError, TrainConfig, save_config
+from .data import TrainData, build_train_data, load_dataset
+from .distributed import DistInfo, barrier, gather_objects, setup_distributed
+from .steps import TrainStep, create_train_step
+
+__all__ = ['NonFiniteLossError', 'Trainer', 'create_model']
+
+_logger = logging.getLogger(__name__)
+
+STATE_FORMAT = 1
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss; training stopped, the last good checkpoint is untouched."""
+
+
+def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
+    """The recipe's supernet with a shared classifier of `num_classes`.
+
+    Raises:
+        ConfigError: unknown model, or widths / sizes the model cannot be built with.
+    """
+    if not timm.is_model(cfg.model) or not cfg.model.startswith('sfsc_'):
+        raise ConfigError(f'unknown model {cfg.model!r}; available: {", ".join(timm.list_models("sfsc_*"))}.')
+    kwargs: Dict[str, Any] = dict(
+        num_classes=num_classes, widths=tuple(cfg.widths), embed_dim=cfg.embed_dim, in_chans=cfg.input_size[0],
+        pretrained_cfg_overlay=dict(input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct))
+    if cfg.drop_path_rate:
+        kwargs['drop_path_rate'] = cfg.drop_path_rate
+    try:
+        return timm.create_model(cfg.model, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f'cannot build {cfg.model} with widths={cfg.widths}, embed_dim={cfg.embed_dim}, '
+                          f'input_size={cfg.input_size}: {err}') from err
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, 'item'):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f'{type(value).__name__} is not JSON serialisable')
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    temp = path.with_name(f'.{path.name}.tmp')
+    temp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    temp.replace(path)
+
+
+class Trainer:
+    """Trains one recipe; ``run()`` goes from the start (or a resumed checkpoint) to the exported model.
+
+    Args:
+        cfg: Resolved, validated config.
+        resume_state: ``training_state.pt`` of the checkpoint to continue from (None: start fresh).
+        resume_folder: That checkpoint's folder (its weights are loaded).
+        stop_after: Stop after this many epochs of this invocation, as if killed (no final export).
+    """
+
+    def __init__(self, cfg: TrainConfig, resume_state: Optional[Dict[str, Any]] = None,
+                 resume_folder: Optional[Path] = None, stop_after: Optional[int] = None):
+        self.cfg = cfg
+        self.stop_after = stop_after
+        self.dist: DistInfo = setup_distributed(cfg.device)
+        self.run_dir = cfg.run_dir
+        self.primary = self.dist.is_primary
+
+        data = load_dataset(cfg)
+        random_seed(cfg.seed, 0)  # the same initial weights on every rank
+        self.net = create_model(cfg, data.num_classes).to(self.dist.device)
+        self.data: TrainData = build_train_data(cfg, data, self.net, self.dist)
+        self.step: TrainStep = create_train_step(cfg, self.net, self.dist)
+        self.updates_per_epoch = len(self.data.loader)
+        self.scheduler, _ = create_scheduler_v2(
+            self.step.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+            warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=not cfg.sched_on_updates,
+            updates_per_epoch=self.updates_per_epoch)
+        self.start_epoch = 0
+        self.best_metric: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.nonfinite_total = 0
+        if resume_state is not None:
+            self._restore(resume_state, resume_folder)
+        else:
+            random_seed(cfg.seed, self.dist.rank)  # each rank its own augmentations
+
+    # --- state ---
+
+    def _restore(self, state: Dict[str, Any], folder: Path) -> None:
+        load_weights(folder, self.net)
+        self.step.load_state_dict(state['step'])
+        self.scheduler.load_state_dict(state['scheduler'])
+        self.start_epoch = int(state['epoch'])
+        self.best_metric, self.best_epoch = state.get('best_metric'), state.get('best_epoch')
+        self.nonfinite_total = int(state.get('nonfinite_total', 0))
+        rng = state['rng']
+        if len(rng) != self.dist.world_size:
+            _logger.warning('the checkpoint was written by %d process(es), this run has %d: RNG streams restart from '
+                            'rank 0\'s state plus the rank', len(rng), self.dist.world_size)
+        set_rng_state(rng[self.dist.rank % len(rng)])
+        if self.start_epoch > 0 and not self.cfg.sched_on_updates:
+            self.scheduler.step(self.start_epoch)
+
+    def training_state(self, epoch: int, rng: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """What ``training_state.pt`` holds after `epoch` epochs."""
+        return dict(
+            format=STATE_FORMAT, epoch=epoch, num_updates=epoch * self.updates_per_epoch, step=self.step.state_dict(),
+            scheduler=self.scheduler.state_dict(), rng=rng, config=self.cfg.to_dict(), best_metric=self.best_metric,
+            best_epoch=self.best_epoch, nonfinite_total=self.nonfinite_total)
+
+    # --- loop ---
+
+    def train_one_epoch(self, epoch: int) -> Dict[str, float]:
+        self.net.train()
+        self.data.sampler.set_epoch(epoch)
+        loss_meter = AverageMeter()
+        conflicts, skipped, consecutive = 0, 0, 0
+        num_updates = epoch * self.updates_per_epoch
+        bar = tqdm(self.data.loader, desc=f'epoch {epoch + 1}/{self.cfg.epochs}', leave=False,
+                   disable=not (self.primary and self.cfg.progress), dynamic_ncols=True)
+        for batch_idx, (images, labels, _, _) in enumerate(bar):
+            images = images.to(self.dist.device, non_blocking=True)
+            labels = labels.to(self.dist.device, non_blocking=True)
+            result = self.step(images, labels, epoch + batch_idx / self.updates_per_epoch)
+            if result.skipped:
+                skipped += 1
+                consecutive += 1
+                self.nonfinite_total += 1
+                if consecutive >= self.cfg.max_nonfinite_steps:
+                    raise NonFiniteLossError(
+                        f'{consecutive} consecutive steps had a non-finite loss (epoch {epoch + 1}, step '
+                        f'{batch_idx + 1}; per-width losses {result.width_losses}); training stopped. The last good '
+                        f'checkpoint in {self.run_dir / "checkpoints"} is untouched. Lower lr (now {self.cfg.lr}), '
+                        f'set clip_grad, or check the data; then --resume {self.run_dir}.')
+                continue
+            consecutive = 0
+            num_updates += 1
+            loss_meter.update(result.loss, images.shape[0])
+            conflicts += result.num_conflicts
+            self.scheduler.step_update(num_updates=num_updates)
+            bar.set_postfix(loss=f'{result.loss:.3f}', conflicts=result.num_conflicts,
+                            lr=f'{self.step.optimizer.param_groups[0]["lr"]:.3g}')
+        bar.close()
+        return dict(train_loss=loss_meter.avg, conflicts=conflicts, skipped_steps=skipped,
+                    lr=self.step.optimizer.param_groups[0]['lr'])
+
+    def evaluate(self, query, gallery, desc: str):
+        """Compatibility matrix of every width pair (rank 0 only)."""
+        return compatibility_matrix(self.net, query=query, gallery=gallery, batch_size=self.cfg.eval_batch_size,
+                                    device=self.dist.device, progress=self.cfg.progress)
+
+    def _due_for_eval(self, epoch: int) -> bool:
+        # depends on the recipe only (not on --stop-after), so a resumed run draws the same random numbers
+        return (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs
+
+    def run(self) -> Optional[Dict[str, Any]]:
+        """Train to ``cfg.epochs`` (or ``stop_after`` more epochs); returns the final metrics on rank 0."""
+        cfg = self.cfg
+        if self.primary:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / 'config.yaml')
+            self._trim_metrics_log(self.start_epoch)
+            print(f'run folder: {self.run_dir}  method: {cfg.method}  widths: {cfg.widths}  '
+                  f'processes: {self.dist.world_size}  data: {self.data.sizes}')
+        done_this_run = 0
+        for epoch in range(self.start_epoch, cfg.epochs):
+            start = time.time()
+            stats = self.train_one_epoch(epoch)
+            self.scheduler.step(epoch + 1)  # epoch-based schedules; a no-op when stepping on updates
+            if self.dist.distributed:
+                distribute_bn(self.net, self.dist.world_size, reduce=True)
+            record: Dict[str, Any] = dict(epoch=epoch + 1, **stats)
+            if self._due_for_eval(epoch) and self.primary:
+                result = self.evaluate(self.data.val_query, self.data.val_gallery, 'val')
+                record.update(val_matrix=result.matrix, val_mean=result.summary['mean'],
+                              self_compatible=result.summary['self_compatible'])
+                print(f'epoch {epoch + 1}: loss {stats["train_loss"]:.4f}, conflicts {stats["conflicts"]}, '
+                      f'skipped {stats["skipped_steps"]}, val mean mAP {100 * record["val_mean"]:.2f}\n'
+                      + format_compatibility_table(result.matrix, result.widths))
+            record['time_s'] = round(time.time() - start, 2)
+            self._end_of_epoch(epoch, record)
+            done_this_run += 1
+            if self.stop_after is not None and done_this_run >= self.stop_after and epoch + 1 < cfg.epochs:
+                if self.primary:
+                    print(f'stopped after epoch {epoch + 1} (--stop-after {self.stop_after}); continue with '
+                          f'--resume {self.run_dir}')
+                return None
+        return self.finish()
+
+    def _end_of_epoch(self, epoch: int, record: Dict[str, Any]) -> None:
+        is_best = 'val_mean' in record and (self.best_metric is None or record['val_mean'] > self.best_metric)
+        if is_best:
+            self.best_metric, self.best_epoch = record['val_mean'], epoch + 1
+        rng = gather_objects(rng_state())  # every rank's streams, so a resumed distributed run continues them all
+        if self.primary:
+            with open(self.run_dir / 'metrics.jsonl', 'a') as f:
+                f.write(json.dumps(record, default=_json_default) + '\n')
+            state = self.training_state(epoch + 1, rng)
+            save_checkpoint(self.run_dir / 'checkpoints' / 'last', self.net, state)
+            if is_best:
+                save_checkpoint(self.run_dir / 'checkpoints' / 'best', self.net, state)
+        barrier()
+
+    def _trim_metrics_log(self, start_epoch: int) -> None:
+        # a killed run may have logged epochs after its last checkpoint; they are about to be trained again
+        path = self.run_dir / 'metrics.jsonl'
+        if not path.is_file():
+            return
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line).get('epoch', 0) <= start_epoch]
+        temp = path.with_name('.metrics.jsonl.tmp')
+        temp.write_text(''.join(line + '\n' for line in kept))
+        temp.replace(path)
+
+    def finish(self) -> Optional[Dict[str, Any]]:
+        """Final compatibility matrix on the full query / gallery, then the export folder (rank 0)."""
+        metrics = None
+        if self.primary:
+            result = self.evaluate(self.data.test_query, self.data.test_gallery, 'test')
+            summary = result.summary
+            print(f'final compatibility matrix (mAP %, query {self.data.sizes["test_query"]} / gallery '
+                  f'{self.data.sizes["test_gallery"]}), mean {100 * summary["mean"]:.2f}, self-compatible '
+                  f'{summary["self_compatible"]}:\n' + format_compatibility_table(result.matrix, result.widths))
+            metrics = dict(
+                model=self.cfg.model, method=self.cfg.method, dataset=self.cfg.dataset, epochs=self.cfg.epochs,
+                widths=list(result.widths), matrix=result.matrix, summary=summary, metrics=result.metrics,
+                best_val_mean=self.best_metric, best_epoch=self.best_epoch, nonfinite_steps=self.nonfinite_total,
+                data_sizes=self.data.sizes, recipe=self.cfg.to_dict())
+            self.export(metrics, result)
+        barrier()
+        return metrics
+
+    def export(self, metrics: Dict[str, Any], result) -> Path:
+        """``RUN/export``: model.safetensors, config.json, metrics.json and compatibility.png, swapped in whole."""
+        target = self.run_dir / 'export'
+        staging = make_staging_dir(target)
+        try:
+            save(self.net, staging)
+            _write_json(staging / 'metrics.json', metrics)
+            plot_compatibility_heatmap(result.matrix, result.widths, staging / 'compatibility.png',
+                                       title=f'{self.cfg.model} ({self.cfg.method}) on {self.cfg.dataset}')
+            replace_folder(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        print(f'exported to {target}')
+        return target

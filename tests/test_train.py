@@ -1,0 +1,277 @@
+""" The trainer: recipes and overrides, the run folder, resume, non-finite losses and the SFSC step's wiring. """
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import sfsc_timm
+from sfsc_timm.losses import UncertaintyCompatibleLoss, width_priorities
+from sfsc_timm.optim import project_conflicting
+from sfsc_timm.train import ConfigError, TrainConfig, config_from_dict, private_params_by_width, shared_params
+from sfsc_timm.train.checkpointing import load_training_state
+from sfsc_timm.train.cli import main, resolve_run
+from sfsc_timm.train.distributed import DistInfo
+from sfsc_timm.train.steps import SFSCStep, create_train_step
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
+MARKET_RECIPE = REPO / 'recipes' / 'sfsc_resnet50_market1501.yaml'
+
+# a few steps on a tiny Fashion-MNIST subset at 16x16 with two small widths: seconds per run
+TINY = [
+    '--widths', '0.25', '0.5', '1.0', '--embed-dim', '32', '--input-size', '3', '16', '16', '--max-train', '96',
+    '--batch-size', '16', '--val-max-query', '20', '--val-max-gallery', '40', '--eval-max-query', '20',
+    '--eval-max-gallery', '50', '--warmup-epochs', '0', '--lr', '0.05', '--no-progress', '--kl-anneal-epochs', '2',
+]
+
+
+def tiny_args(tmp_path: Path, name: str, epochs: int = 2, *extra: str):
+    return ['-c', str(DEFAULT_RECIPE), *TINY, '--epochs', str(epochs), '--output', str(tmp_path / name), *extra]
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(widths=[0.25, 0.5, 1.0], embed_dim=32, input_size=[3, 16, 16], batch_size=8, opt='momentum',
+                  momentum=0.0, weight_decay=0.0, lr=0.1)
+    values.update(overrides)
+    return config_from_dict(values)
+
+
+def tiny_net(cfg: TrainConfig, num_classes: int = 5):
+    torch.manual_seed(0)
+    return timm.create_model('sfsc_resnet18', num_classes=num_classes, widths=tuple(cfg.widths),
+                             embed_dim=cfg.embed_dim, pretrained_cfg_overlay=dict(input_size=tuple(cfg.input_size)))
+
+
+def tiny_batch(n: int = 8, num_classes: int = 5):
+    gen = torch.Generator().manual_seed(3)
+    return torch.randn(n, 3, 16, 16, generator=gen), torch.arange(n) % num_classes
+
+
+# --- recipes and configuration ---
+
+def test_default_recipe_is_the_dataclass_default():
+    values = yaml.safe_load(DEFAULT_RECIPE.read_text())
+    assert values == TrainConfig().to_dict()
+
+
+def test_market_recipe_is_valid():
+    cfg = config_from_dict(yaml.safe_load(MARKET_RECIPE.read_text()))
+    assert cfg.model == 'sfsc_resnet50' and cfg.input_size == [3, 256, 128]
+    assert cfg.sampler == 'pk' and cfg.batch_size == cfg.pk_p * cfg.pk_k == 64 and cfg.lambda_tri > 0
+
+
+def test_command_line_overrides_the_recipe(tmp_path):
+    cfg, state, _, _ = resolve_run(['-c', str(DEFAULT_RECIPE), '--lr', '0.02', '--widths', '0.5', '1',
+                                    '--batch_size', '32', '--no-amp', '--max-train', 'none'])
+    assert (cfg.lr, cfg.widths, cfg.batch_size, cfg.max_train, state) == (0.02, [0.5, 1.0], 32, None, None)
+    assert cfg.experiment == DEFAULT_RECIPE.stem and cfg.run_dir == Path('output') / DEFAULT_RECIPE.stem
+    assert cfg.epochs == TrainConfig().epochs  # untouched keys keep the recipe's value
+
+
+def test_unknown_recipe_key_lists_the_valid_ones(tmp_path):
+    recipe = tmp_path / 'typo.yaml'
+    recipe.write_text('model: sfsc_resnet18\nlearning_rate: 0.1\n')
+    with pytest.raises(ConfigError, match='learning_rate') as err:
+        resolve_run(['-c', str(recipe)])
+    assert 'Valid keys:' in str(err.value) and 'lr' in str(err.value) and 'widths' in str(err.value)
+    assert main(['-c', str(recipe)]) == 2
+
+
+@pytest.mark.parametrize('widths, message', [
+    ([0.25, 1.5], 'in \\(0, 1\\]'), ([0.25, 0.5], 'full width 1.0'), ([0.5, 0.5, 1.0], 'repeats'), ([], 'at least one'),
+])
+def test_invalid_widths_are_rejected(widths, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(dict(widths=widths))
+
+
+@pytest.mark.parametrize('values, message', [
+    (dict(method='sfsc_typo'), 'available: bct_s, sfsc'), (dict(sampler='pk', batch_size=10), 'pk_p \\* pk_k'),
+    (dict(lr='fast'), "'lr' must be float"), (dict(lambda_tri=1.0), 'sampler: pk'), (dict(model=3), 'must be str'),
+])
+def test_invalid_values_name_the_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
+
+
+def test_unknown_model_is_a_config_error():
+    from sfsc_timm.train.trainer import create_model
+    with pytest.raises(ConfigError, match='unknown model'):
+        create_model(config_from_dict(dict(model='resnet18')), 10)
+
+
+# --- parameter wiring and the SFSC step ---
+
+def test_shared_and_private_parameters_partition_the_network():
+    cfg = tiny_config()
+    net = tiny_net(cfg)
+    private = private_params_by_width(net)
+    assert sorted(private) == [0.25, 0.5, 1.0]
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all('.per_width.0_25.' in names[id(p)] for p in private[0.25])
+    assert all('.per_width.' not in names[id(p)] and names[id(p)].endswith(('.weight', '.bias')) for p in private[1.0])
+    shared = shared_params(net)
+    assert 'head.weight' in {names[id(p)] for p in shared} and 'neck.fc.weight' in {names[id(p)] for p in shared}
+    all_ids = [id(p) for p in shared] + [id(p) for ps in private.values() for p in ps]
+    assert sorted(all_ids) == sorted(id(p) for p in net.parameters())  # a partition: no overlap, nothing missing
+
+
+def _hand_computed_update(cfg, net, images, labels, epoch):
+    """Per width (widest first) the gradients of pi_w * loss_w, PCGrad on the shared ones, one plain SGD step."""
+    widths = sorted(cfg.widths, reverse=True)
+    criterion = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs)
+    params = list(net.parameters())
+    shared_ids = {id(p) for p in shared_params(net)}
+    losses, uncertainties = [], []
+    for w in widths:
+        with net.width(w):
+            out = criterion(net(images), labels, epoch)
+        losses.append(out.loss)
+        uncertainties.append(out.uncertainty)
+    priorities = width_priorities(torch.stack(uncertainties))
+    grads = [torch.autograd.grad(pi * loss, params, allow_unused=True) for pi, loss in zip(priorities, losses)]
+    grads = [[torch.zeros_like(p) if g is None else g for g, p in zip(row, params)] for row in grads]
+    shared_index = [i for i, p in enumerate(params) if id(p) in shared_ids]
+    flat = torch.stack([torch.cat([row[i].reshape(-1) for i in shared_index]) for row in grads])
+    update = project_conflicting(flat, generator=torch.Generator().manual_seed(cfg.seed))
+    expected, offset = {}, 0
+    for i, p in enumerate(params):
+        if id(p) in shared_ids:
+            g = update[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        else:  # private: only its own width's backward reaches it
+            g = sum(row[i] for row in grads)
+        expected[id(p)] = p.detach() - cfg.lr * g
+    conflicts = int((flat @ flat.t() < 0).sum()) // 2
+    return expected, conflicts
+
+
+def test_sfsc_step_equals_hand_computed_projection():
+    cfg = tiny_config()
+    net = tiny_net(cfg).train()
+    images, labels = tiny_batch()
+    reference = tiny_net(cfg).train()
+    expected, conflicting_pairs = _hand_computed_update(cfg, reference, images, labels, epoch=0.5)
+    step = create_train_step(cfg, net, DistInfo())
+    result = step(images, labels, epoch=0.5)
+    assert not result.skipped and len(result.priorities) == 3 and abs(sum(result.priorities) - 3) < 1e-5
+    assert conflicting_pairs > 0 and result.num_conflicts > 0  # the projection was exercised
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[id(dict(reference.named_parameters())[name])], rtol=0,
+                                   atol=2e-6, msg=name)
+
+
+def test_private_norm_of_a_width_only_changes_when_that_width_is_trained():
+    cfg = tiny_config(widths=[0.25, 0.5, 1.0])
+    net = tiny_net(cfg).train()
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    step = create_train_step(cfg, net, DistInfo())
+    step.widths = (1.0, 0.5)  # train two of the three widths: 0.25's private BatchNorm must not move
+    step.optimizer = create_train_step(config_from_dict({**cfg.to_dict(), 'widths': [0.5, 1.0]}),
+                                       net, DistInfo()).optimizer
+    step(*tiny_batch(), epoch=0.0)
+    changed = {n for n, p in net.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert not any('.per_width.0_25.' in n for n in changed)
+    assert any('.per_width.0_5.' in n for n in changed) and 'backbone.bn1.weight' in changed
+
+
+def test_nonfinite_step_is_skipped_without_changing_anything(monkeypatch):
+    cfg = tiny_config()
+    net = tiny_net(cfg).train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    step = create_train_step(cfg, net, DistInfo())
+    original = SFSCStep.width_loss
+
+    def nan_at_half_width(self, width, *args):
+        loss, u = original(self, width, *args)
+        return (loss * float('nan') if width == 0.5 else loss), u
+
+    monkeypatch.setattr(SFSCStep, 'width_loss', nan_at_half_width)
+    result = step(*tiny_batch(), epoch=0.0)
+    assert result.skipped and not any(p.grad is not None for p in net.parameters())
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k  # weights and BatchNorm running statistics alike
+
+
+# --- whole runs ---
+
+def test_run_folder_has_everything(tmp_path):
+    assert main(tiny_args(tmp_path, 'run')) == 0
+    run = tmp_path / 'run'
+    cfg = yaml.safe_load((run / 'config.yaml').read_text())
+    assert cfg['epochs'] == 2 and cfg['input_size'] == [3, 16, 16] and cfg['output'] == str(run)
+    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in records] == [1, 2]
+    assert all(len(r['val_matrix']) == 3 and r['skipped_steps'] == 0 for r in records)
+    for name in ('last', 'best'):
+        folder = run / 'checkpoints' / name
+        assert {p.name for p in folder.iterdir()} == {'model.safetensors', 'config.json', 'training_state.pt'}
+    state = load_training_state(run / 'checkpoints' / 'last')
+    assert state['epoch'] == 2 and 'gradient_projection' in state['step']['optimizer'] and len(state['rng']) == 1
+    export = run / 'export'
+    assert {p.name for p in export.iterdir()} == {'model.safetensors', 'config.json', 'metrics.json',
+                                                  'compatibility.png'}
+    metrics = json.loads((export / 'metrics.json').read_text())
+    assert metrics['widths'] == [0.25, 0.5, 1.0] and len(metrics['matrix']) == 3
+    assert set(metrics['metrics']) == {f'{q:g}->{g:g}' for q in (0.25, 0.5, 1) for g in (0.25, 0.5, 1)}
+    assert metrics['summary']['mean'] == pytest.approx(sum(map(sum, metrics['matrix'])) / 9)
+    assert metrics['recipe']['method'] == 'sfsc'
+    net = sfsc_timm.load(export)  # the export is an ordinary sfsc_timm checkpoint
+    assert net.widths == (0.25, 0.5, 1.0) and net.embed_dim == 32
+    assert not list(run.glob('.*')) and not list((run / 'checkpoints').glob('.*'))  # no staging left behind
+
+
+def _weights(folder: Path):
+    return load_file(str(folder / 'model.safetensors'))
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    assert main(tiny_args(tmp_path, 'whole', 3)) == 0
+    assert main(tiny_args(tmp_path, 'parts', 3, '--stop-after', '1')) == 0  # "killed" after epoch 1
+    assert not (tmp_path / 'parts' / 'export').exists()
+    assert load_training_state(tmp_path / 'parts' / 'checkpoints' / 'last')['epoch'] == 1
+    assert main(['--resume', str(tmp_path / 'parts'), '--stop-after', '1']) == 0  # resumed without the recipe
+    assert main(['-c', str(DEFAULT_RECIPE), *TINY, '--epochs', '3', '--resume', str(tmp_path / 'parts')]) == 0
+    whole, parts = _weights(tmp_path / 'whole' / 'export'), _weights(tmp_path / 'parts' / 'export')
+    assert whole.keys() == parts.keys()
+    for key in whole:
+        assert torch.equal(whole[key], parts[key]), key
+    epochs = [json.loads(line)['epoch'] for line in (tmp_path / 'parts' / 'metrics.jsonl').read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_resume_with_another_recipe_names_the_differing_keys(tmp_path):
+    assert main(tiny_args(tmp_path, 'run', 2, '--stop-after', '1')) == 0
+    with pytest.raises(ConfigError, match=r"differing keys: lr: checkpoint 0\.05 vs now 0\.2; method: checkpoint "
+                                          r"'sfsc' vs now 'bct_s'"):
+        resolve_run(['-c', str(DEFAULT_RECIPE), *TINY, '--epochs', '2', '--lr', '0.2', '--method', 'bct_s',
+                     '--resume', str(tmp_path / 'run')])
+    with pytest.raises(FileNotFoundError, match='no checkpoint there'):
+        resolve_run(['--resume', str(tmp_path / 'nothing')])
+
+
+def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    original = SFSCStep.width_loss
+    calls = {'n': 0}
+
+    def poisoned(self, width, images, labels, epoch):
+        loss, u = original(self, width, images, labels, epoch)
+        calls['n'] += 1
+        # one bad step in epoch 1 (skipped, training goes on), then every step from epoch 2 on
+        bad = epoch >= 1 or calls['n'] in (4, 5, 6)
+        return (loss * float('nan') if bad else loss), u
+
+    monkeypatch.setattr(SFSCStep, 'width_loss', poisoned)
+    args = tiny_args(tmp_path, 'run', 3, '--max-nonfinite-steps', '3')
+    assert main(args) == 1
+    assert '3 consecutive steps had a non-finite loss (epoch 2' in capsys.readouterr().err
+    last = tmp_path / 'run' / 'checkpoints' / 'last'
+    state = load_training_state(last)
+    assert state['epoch'] == 1 and state['nonfinite_total'] == 1
+    records = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
+    assert [(r['epoch'], r['skipped_steps']) for r in records] == [(1, 1)]
+    assert not (tmp_path / 'run' / 'export').exists()
