@@ -17,12 +17,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -127,6 +126,24 @@ def reference_metrics(
     }
 
 
+def describe(metrics: Dict[str, Any], max_rank: int) -> str:
+    cmc = metrics['cmc']
+    return (f'mAP {metrics["mAP"]:.6f}  rank-1 {cmc[0]:.6f}  rank-{min(5, max_rank)} {cmc[min(5, max_rank) - 1]:.6f}  '
+            f'mINP {metrics["mINP"]:.6f}  valid {metrics["num_valid_queries"]}  '
+            f'skipped {metrics["num_skipped_queries"]}')
+
+
+def cpu_seconds_all_processes() -> Optional[float]:
+    """Busy CPU seconds of the whole machine since boot (Linux /proc/stat), or None elsewhere."""
+    try:
+        with open('/proc/stat') as file:
+            fields = [int(v) for v in file.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf('SC_CLK_TCK')
+
+
 def write_json(path: Path, payload: Dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
@@ -145,10 +162,10 @@ def main() -> int:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
     print(f'sizes: {args.num_query} queries x {args.num_gallery} gallery, dim {args.dim}, {args.num_ids} ids, '
-          f'{args.num_cameras} cameras; torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'load average {load_before[0]:.2f}')
+          f'{args.num_cameras} cameras; torch {torch.__version__}, {torch.get_num_threads()} threads')
+    # CPU time other processes take during the run: they stretch wall times, ours (2 threads) far more than numpy's
+    machine_busy_start, own_cpu_start, wall_start = cpu_seconds_all_processes(), time.process_time(), time.time()
     data = make_data(args)
     inputs = dict(
         query=torch.from_numpy(data['query']), gallery=torch.from_numpy(data['gallery']),
@@ -188,20 +205,18 @@ def main() -> int:
           f'matmul alone {matmul_time:.3f} s)')
     print(f'reference : {reference_time:.3f} s (numpy, per-query loop)')
     print(f'speed-up  : {reference_time / ours_best:.1f}x')
-    print(f'ours      : mAP {ours["mAP"]:.6f}  rank-1 {ours["cmc"][0]:.6f}  rank-5 {ours["cmc"][min(4, args.max_rank - 1)]:.6f}  '
-          f'mINP {ours["mINP"]:.6f}  valid {ours["num_valid_queries"]}  skipped {ours["num_skipped_queries"]}')
-    print(f'reference : mAP {reference["mAP"]:.6f}  rank-1 {reference["cmc"][0]:.6f}  '
-          f'rank-5 {reference["cmc"][min(4, args.max_rank - 1)]:.6f}  mINP {reference["mINP"]:.6f}  '
-          f'valid {reference["num_valid_queries"]}  skipped {reference["num_skipped_queries"]}')
+    print(f'ours      : {describe(ours, args.max_rank)}')
+    print(f'reference : {describe(reference, args.max_rank)}')
     print(f'max abs diff: mAP {map_diff:.3g}  CMC {cmc_diff:.3g}  mINP {minp_diff:.3g}  -> agree: {agree}')
     target_met = ours_best <= 3.0
     if not args.quick:
         print(f'target (<= 3 s at full size): {"met" if target_met else "MISSED"}')
-    load_after = os.getloadavg()
-    if max(load_before[0], load_after[0]) > 0.5:
-        # other processes on the same cores stretch wall times, the 2-thread ones (ours) far more than 1-thread numpy
-        print(f'note: the machine was busy (load average {load_before[0]:.2f} -> {load_after[0]:.2f}); '
-              f'timings are pessimistic')
+    others_cores = None
+    if machine_busy_start is not None:
+        others_cpu = cpu_seconds_all_processes() - machine_busy_start - (time.process_time() - own_cpu_start)
+        others_cores = max(0., others_cpu / (time.time() - wall_start))
+        print(f'other processes used {others_cores:.2f} of {os.cpu_count()} cores on average during the run'
+              + ('; timings are pessimistic' if others_cores > 0.1 else ''))
 
     write_json(args.output, {
         'benchmark': 'retrieval_metrics vs per-query numpy reference',
@@ -209,7 +224,7 @@ def main() -> int:
         'environment': {
             'torch': torch.__version__, 'numpy': np.__version__, 'python': platform.python_version(),
             'torch_threads': torch.get_num_threads(), 'cpu_count': os.cpu_count(), 'machine': platform.machine(),
-            'load_average_before': load_before[0], 'load_average_after': load_after[0],
+            'cores_used_by_other_processes': others_cores,
         },
         'seconds': {'ours_best': ours_best, 'ours_all': ours_times, 'matmul_only': matmul_time,
                     'reference': reference_time},

@@ -309,6 +309,7 @@ def good_inputs():
     (dict(query_labels=[0.5, 1., 2., 3.]), r'query_labels must hold integers or strings, got dtype float64'),
     (dict(query_labels=None), r'query_labels and gallery_labels are required'),
     (dict(query=[[1., 2., 3.], [1., 2.], [1., 2., 3.], [1., 2., 3.]]), r'query could not be read as a regular array'),
+    (dict(query=[['a', 'b', 'c']] * 4), r'query must hold numbers, got dtype <U1'),
     (dict(max_rank=0), r'max_rank must be a positive integer'),
     (dict(chunk_size=0), r'chunk_size must be a positive integer or None'),
 ])

@@ -21,7 +21,9 @@ def _to_tensor(values: Any, name: str) -> torch.Tensor:
         array = np.empty(0, dtype=object)
     if array.dtype == object:
         raise ValueError(f'{name} could not be read as a regular array: ragged rows or mixed types?')
-    return torch.from_numpy(array)
+    if array.dtype.kind not in 'biuf':
+        raise ValueError(f'{name} must hold numbers, got dtype {array.dtype}.')
+    return torch.from_numpy(np.ascontiguousarray(array))  # a copy only for views with odd strides
 
 
 def _check_finite(values: torch.Tensor, name: str, hint: str) -> None:

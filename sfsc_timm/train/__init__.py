@@ -2,6 +2,7 @@
 from .config import ConfigError, TrainConfig, config_from_dict, load_recipe, parse_args
 from .params import private_params_by_width, shared_params
 from .steps import METHODS, StepResult, TrainStep, create_train_step, register_method
+from . import baselines  # noqa: E402,F401  (registers independent, bct, asymmetric, asymmetric_s)
 
 __all__ = [
     'ConfigError', 'TrainConfig', 'config_from_dict', 'load_recipe', 'parse_args', 'private_params_by_width',

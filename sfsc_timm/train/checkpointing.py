@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..models import save
+from ..models import ModelSet, is_model_set_folder, save
 from ..models.checkpoint import WEIGHTS_NAME, replace_folder
 
 __all__ = ['TRAINING_STATE_NAME', 'rng_state', 'set_rng_state', 'save_checkpoint', 'resolve_checkpoint',
@@ -59,12 +59,20 @@ def save_checkpoint(folder: Union[str, Path], net: nn.Module, training_state: Di
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = make_staging_dir(folder)
     try:
-        save(net, staging)
+        save_network(net, staging)
         torch.save(training_state, staging / TRAINING_STATE_NAME)
         replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def save_network(net: nn.Module, folder: Path) -> None:
+    """A supernet as one checkpoint; a ModelSet (one model per width) as one checkpoint folder per member."""
+    if isinstance(net, ModelSet):
+        net.save(folder)
+    else:
+        save(net, folder)
 
 
 def make_staging_dir(target: Path) -> Path:
@@ -84,7 +92,8 @@ def resolve_checkpoint(path: Union[str, Path]) -> Path:
     """
     path = Path(path)
     for candidate in (path, path / 'checkpoints' / 'last'):
-        if (candidate / TRAINING_STATE_NAME).is_file() and (candidate / WEIGHTS_NAME).is_file():
+        weights = (candidate / WEIGHTS_NAME).is_file() or is_model_set_folder(candidate)
+        if (candidate / TRAINING_STATE_NAME).is_file() and weights:
             return candidate
     raise FileNotFoundError(
         f'--resume {path}: no checkpoint there. Pass a run folder (with checkpoints/last/) or a checkpoint folder '
@@ -98,6 +107,9 @@ def load_training_state(folder: Union[str, Path]) -> Dict[str, Any]:
 
 def load_weights(folder: Union[str, Path], net: nn.Module) -> None:
     """Load a checkpoint's weights and buffers into `net` in place (strict: every key must match)."""
+    if isinstance(net, ModelSet):
+        net.load_members_(folder)
+        return
     state = load_file(str(Path(folder) / WEIGHTS_NAME))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:

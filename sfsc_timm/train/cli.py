@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .checkpointing import load_training_state, resolve_checkpoint
+from .steps import METHODS
 from .config import ConfigError, config_differences, config_from_dict, parse_args
 
 __all__ = ['main', 'resolve_run']
@@ -43,9 +44,10 @@ def resolve_run(argv: Optional[List[str]] = None):
     if cfg.epochs != saved.get('epochs'):
         logging.getLogger(__name__).warning('resuming with epochs=%s instead of %s: the schedule changes from here',
                                             cfg.epochs, saved.get('epochs'))
-    if state['epoch'] >= cfg.epochs:
+    total = cfg.epochs * METHODS[cfg.method].num_stages
+    if state['epoch'] >= total:
         raise ConfigError(f'--resume {extra.resume}: the checkpoint has already trained {state["epoch"]} of '
-                          f'{cfg.epochs} epochs; raise --epochs to train further.')
+                          f'{total} epochs; raise --epochs to train further.')
     return cfg, state, folder, extra.stop_after
 
 

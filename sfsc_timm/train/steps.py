@@ -17,8 +17,8 @@ from ..optim import GradientProjection
 from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
 from .params import shared_params
 
-__all__ = ['StepResult', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep', 'BCTSharedStep',
-           'METHODS', 'register_method', 'create_train_step']
+__all__ = ['StepResult', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep', 'SummedLossStep',
+           'BCTSharedStep', 'METHODS', 'register_method', 'create_train_step']
 
 METHODS: Dict[str, Type['TrainStep']] = {}
 
@@ -59,6 +59,9 @@ class TrainStep:
         cfg: The resolved TrainConfig.
         dist_info: Rank / world size / device.
     """
+
+    network = 'supernet'  # or 'model_set': one static model per width (sfsc_timm.models.ModelSet)
+    num_stages = 1  # methods that train the full model first, then the others, have 2 (epochs are per stage)
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         if not getattr(net, 'num_classes', 0):
@@ -202,29 +205,37 @@ class SFSCNoUncertaintyStep(SFSCStep):
     use_uncertainty = False
 
 
-@register_method('bct_s')
-class BCTSharedStep(TrainStep):
-    """Baseline ``bct_s``: the supernet, cross-entropy of every width through the shared classifier, losses summed,
-    one backward, the plain optimizer (no uncertainty, no projection)."""
+class SummedLossStep(TrainStep):
+    """Methods whose per-width losses are summed and minimised with one backward and the plain optimizer.
+
+    Subclasses implement :meth:`batch_losses`; widths without a loss this step (a later stage) return None.
+    """
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         super().__init__(net, cfg, dist_info)
         self.ce_loss = _cross_entropy(cfg.label_smoothing)
 
+    def classification_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy through the classifier the network uses at `width` (+ triplet)."""
+        embedding, logits = self.forward_width(width, images)
+        loss = self.ce_loss(logits.float(), labels)
+        extra = self.metric_loss(embedding, labels)
+        return loss if extra is None else loss + extra
+
+    def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
+        raise NotImplementedError
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> StepResult:
         self.optimizer.zero_grad(set_to_none=True)
         snapshot = self._snapshot_norm_stats()
-        losses = []
-        for width in self.widths:
-            embedding, logits = self.forward_width(width, images)
-            loss = self.ce_loss(logits.float(), labels)
-            extra = self.metric_loss(embedding, labels)
-            losses.append(loss if extra is None else loss + extra)
-        values = torch.stack([loss.detach().float() for loss in losses])
+        losses = [loss for loss in self.batch_losses(images, labels, epoch)]
+        active = [loss for loss in losses if loss is not None]
+        values = torch.stack([loss.detach().float() for loss in active])
+        width_losses = [float('nan') if loss is None else float(loss.detach()) for loss in losses]
         if any_rank(not bool(torch.isfinite(values).all()), self.dist.device):
             self._restore(snapshot)
-            return StepResult(loss=float('nan'), width_losses=values.tolist(), skipped=True)
-        total = torch.stack(losses).sum()
+            return StepResult(loss=float('nan'), width_losses=width_losses, skipped=True)
+        total = torch.stack(active).sum()
         (self.scaler.scale(total) if self.scaler is not None else total).backward()
         # no DDP wrapper (it does not expect several forwards per backward): average the summed gradient ourselves
         params = [p for p in self.net.parameters() if p.grad is not None]
@@ -238,8 +249,17 @@ class BCTSharedStep(TrainStep):
             self.scaler.update()
         else:
             self.optimizer.step()
-        return StepResult(loss=float(values.sum()), width_losses=values.tolist(),
-                          priorities=[1.0] * len(self.widths))
+        return StepResult(loss=float(values.sum()), width_losses=width_losses,
+                          priorities=[0.0 if loss is None else 1.0 for loss in losses])
+
+
+@register_method('bct_s')
+class BCTSharedStep(SummedLossStep):
+    """Baseline ``bct_s``: the supernet, cross-entropy of every width through the shared classifier, losses summed,
+    one backward, the plain optimizer (no uncertainty, no projection)."""
+
+    def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
+        return [self.classification_loss(w, images, labels) for w in self.widths]
 
 
 def _cross_entropy(label_smoothing: float) -> nn.Module:
@@ -248,6 +268,7 @@ def _cross_entropy(label_smoothing: float) -> nn.Module:
 
 def create_train_step(cfg, net: nn.Module, dist_info: DistInfo) -> TrainStep:
     """The step object of ``cfg.method``."""
+    from . import baselines  # noqa: F401  (registers the one-model-per-width baselines)
     if cfg.method not in METHODS:
         raise ValueError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
     return METHODS[cfg.method](net, cfg, dist_info)

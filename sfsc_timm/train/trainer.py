@@ -13,13 +13,13 @@ from timm.utils import AverageMeter, distribute_bn, random_seed
 from tqdm.auto import tqdm
 
 from ..eval import compatibility_matrix, format_compatibility_table, plot_compatibility_heatmap
-from ..models import save
+from ..models import ModelSet
 from ..models.checkpoint import replace_folder
-from .checkpointing import load_weights, make_staging_dir, rng_state, save_checkpoint, set_rng_state
+from .checkpointing import load_weights, make_staging_dir, rng_state, save_checkpoint, save_network, set_rng_state
 from .config import ConfigError, TrainConfig, save_config
 from .data import TrainData, build_train_data, load_dataset
 from .distributed import DistInfo, barrier, gather_objects, setup_distributed
-from .steps import TrainStep, create_train_step
+from .steps import METHODS, TrainStep, create_train_step
 
 __all__ = ['NonFiniteLossError', 'Trainer', 'create_model']
 
@@ -46,6 +46,9 @@ def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     if cfg.drop_path_rate:
         kwargs['drop_path_rate'] = cfg.drop_path_rate
     try:
+        if METHODS[cfg.method].network == 'model_set':
+            kwargs.pop('widths')  # every member is built with the recipe's widths by ModelSet.create
+            return ModelSet.create(cfg.model, cfg.widths, **kwargs)
         return timm.create_model(cfg.model, **kwargs)
     except (ValueError, TypeError) as err:
         raise ConfigError(f'cannot build {cfg.model} with widths={cfg.widths}, embed_dim={cfg.embed_dim}, '
@@ -92,10 +95,12 @@ class Trainer:
         self.data: TrainData = build_train_data(cfg, data, self.net, self.dist)
         self.step: TrainStep = create_train_step(cfg, self.net, self.dist)
         self.updates_per_epoch = len(self.data.loader)
+        # staged baselines train `epochs` per stage; the schedule restarts for each stage (one cycle per stage)
+        self.total_epochs = cfg.epochs * self.step.num_stages
         self.scheduler, _ = create_scheduler_v2(
             self.step.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
             warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=not cfg.sched_on_updates,
-            updates_per_epoch=self.updates_per_epoch)
+            updates_per_epoch=self.updates_per_epoch, cycle_limit=self.step.num_stages, cycle_decay=1.0)
         self.start_epoch = 0
         self.best_metric: Optional[float] = None
         self.best_epoch: Optional[int] = None
@@ -137,7 +142,7 @@ class Trainer:
         loss_meter = AverageMeter()
         conflicts, skipped, consecutive = 0, 0, 0
         num_updates = epoch * self.updates_per_epoch
-        bar = tqdm(self.data.loader, desc=f'epoch {epoch + 1}/{self.cfg.epochs}', leave=False,
+        bar = tqdm(self.data.loader, desc=f'epoch {epoch + 1}/{self.total_epochs}', leave=False,
                    disable=not (self.primary and self.cfg.progress), dynamic_ncols=True)
         for batch_idx, (images, labels, _, _) in enumerate(bar):
             images = images.to(self.dist.device, non_blocking=True)
@@ -172,7 +177,7 @@ class Trainer:
 
     def _due_for_eval(self, epoch: int) -> bool:
         # depends on the recipe only (not on --stop-after), so a resumed run draws the same random numbers
-        return (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.cfg.epochs
+        return (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == self.total_epochs
 
     def run(self) -> Optional[Dict[str, Any]]:
         """Train to ``cfg.epochs`` (or ``stop_after`` more epochs); returns the final metrics on rank 0."""
@@ -184,7 +189,7 @@ class Trainer:
             print(f'run folder: {self.run_dir}  method: {cfg.method}  widths: {cfg.widths}  '
                   f'processes: {self.dist.world_size}  data: {self.data.sizes}')
         done_this_run = 0
-        for epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch, self.total_epochs):
             start = time.time()
             stats = self.train_one_epoch(epoch)
             self.scheduler.step(epoch + 1)  # epoch-based schedules; a no-op when stepping on updates
@@ -201,7 +206,7 @@ class Trainer:
             record['time_s'] = round(time.time() - start, 2)
             self._end_of_epoch(epoch, record)
             done_this_run += 1
-            if self.stop_after is not None and done_this_run >= self.stop_after and epoch + 1 < cfg.epochs:
+            if self.stop_after is not None and done_this_run >= self.stop_after and epoch + 1 < self.total_epochs:
                 if self.primary:
                     print(f'stopped after epoch {epoch + 1} (--stop-after {self.stop_after}); continue with '
                           f'--resume {self.run_dir}')
@@ -256,7 +261,7 @@ class Trainer:
         target = self.run_dir / 'export'
         staging = make_staging_dir(target)
         try:
-            save(self.net, staging)
+            save_network(self.net, staging)
             _write_json(staging / 'metrics.json', metrics)
             plot_compatibility_heatmap(result.matrix, result.widths, staging / 'compatibility.png',
                                        title=f'{self.cfg.model} ({self.cfg.method}) on {self.cfg.dataset}')

@@ -1,0 +1,104 @@
+"""One static model per width, trained separately: the baselines that do not share weights (independent, BCT,
+asymmetric). It switches like a supernet, so the trainer and the compatibility matrix treat both alike."""
+import contextlib
+from pathlib import Path
+from typing import Dict, Iterator, Sequence, Union
+
+import timm
+import torch
+from torch import nn
+
+from ..layers import check_width, check_widths, key_width, width_key
+from .checkpoint import save
+from .embedding_net import EmbeddingNet
+from .loading import load
+
+MEMBER_PREFIX = 'width_'
+
+
+class ModelSet(nn.Module):
+    """Static sub-models, one per width, sharing no parameters, each with its own classifier.
+
+    ``set_width`` / ``width`` choose the member that ``forward_features``, ``forward_head``, ``forward`` and ``head``
+    use. Saved as one checkpoint folder per member (``width_0_25/`` ...), each loadable with ``sfsc_timm.load``.
+    """
+
+    def __init__(self, members: Dict[float, EmbeddingNet]):
+        super().__init__()
+        self.widths = check_widths(members)
+        dims = {m.embed_dim for m in members.values()}
+        if len(dims) != 1:
+            raise ValueError(f'all members must embed into the same D to be compared, got {sorted(dims)}.')
+        self.members = nn.ModuleDict({width_key(w): members[w] for w in self.widths})
+        self.embed_dim = self.num_features = dims.pop()
+        self.num_classes = members[1.0].num_classes
+        self.in_chans = members[1.0].in_chans
+        self.pretrained_cfg = getattr(members[1.0], 'pretrained_cfg', {})
+        self._width = 1.0
+
+    @classmethod
+    def create(cls, model_name: str, widths: Sequence[float], **kwargs) -> 'ModelSet':
+        """Independently initialised ``timm.create_model(model_name, width=w, **kwargs)`` for every width."""
+        widths = check_widths(widths)
+        return cls({w: timm.create_model(model_name, width=w, widths=widths, **kwargs) for w in widths})
+
+    def member(self, width: float) -> EmbeddingNet:
+        return self.members[width_key(width)]
+
+    @property
+    def active_width(self) -> float:
+        return self._width
+
+    @property
+    def head(self) -> nn.Module:
+        return self.member(self._width).head
+
+    def set_width(self, width: float) -> 'ModelSet':
+        width = check_width(width)
+        if width not in self.widths:
+            raise ValueError(f'width {width} is not one of this model set\'s widths {self.widths}.')
+        self._width = width
+        return self
+
+    @contextlib.contextmanager
+    def width(self, width: float) -> Iterator['ModelSet']:
+        previous = self._width
+        self.set_width(width)
+        try:
+            yield self
+        finally:
+            self.set_width(previous)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.member(self._width).forward_features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.member(self._width).forward_head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.member(self._width)(x)
+
+    def save(self, folder: Union[str, Path]) -> Path:
+        """One ``sfsc_timm.save`` checkpoint folder per member inside ``folder``."""
+        folder = Path(folder)
+        for w in self.widths:
+            save(self.member(w), folder / f'{MEMBER_PREFIX}{width_key(w)}')
+        return folder
+
+    @classmethod
+    def load(cls, folder: Union[str, Path]) -> 'ModelSet':
+        """The model set saved in ``folder`` by :meth:`save`."""
+        folders = sorted(Path(folder).glob(f'{MEMBER_PREFIX}*'))
+        if not folders:
+            raise FileNotFoundError(f'{folder} holds no {MEMBER_PREFIX}* member folders; it is not a saved ModelSet.')
+        return cls({key_width(p.name[len(MEMBER_PREFIX):]): load(p) for p in folders})
+
+    def load_members_(self, folder: Union[str, Path]) -> None:
+        """Load saved members' weights into this set in place (every member must be there)."""
+        for w in self.widths:
+            loaded = load(Path(folder) / f'{MEMBER_PREFIX}{width_key(w)}')
+            self.member(w).load_state_dict(loaded.state_dict())
+
+
+def is_model_set_folder(folder: Union[str, Path]) -> bool:
+    return any(Path(folder).glob(f'{MEMBER_PREFIX}*/config.json'))
