@@ -104,3 +104,14 @@ def test_asymmetric_shared_regresses_narrow_widths_to_the_full_embedding():
     expected = float((1 - F.cosine_similarity(half, full)).mean())
     result = step(images, labels, epoch=0.0)
     assert result.width_losses[1] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize('method', BASELINES)
+def test_market_recipe_of_each_method_differs_from_sfsc_only_in_method(method):
+    from pathlib import Path
+
+    import yaml
+    recipes = Path(__file__).resolve().parents[1] / 'recipes'
+    sfsc = config_from_dict(yaml.safe_load((recipes / 'sfsc_resnet50_market1501.yaml').read_text())).to_dict()
+    other = config_from_dict(yaml.safe_load((recipes / f'market1501_resnet50_{method}.yaml').read_text())).to_dict()
+    assert {k for k in sfsc if sfsc[k] != other[k]} == {'method'} and other['method'] == method
