@@ -115,3 +115,17 @@ def test_market_recipe_of_each_method_differs_from_sfsc_only_in_method(method):
     sfsc = config_from_dict(yaml.safe_load((recipes / 'sfsc_resnet50_market1501.yaml').read_text())).to_dict()
     other = config_from_dict(yaml.safe_load((recipes / f'market1501_resnet50_{method}.yaml').read_text())).to_dict()
     assert {k for k in sfsc if sfsc[k] != other[k]} == {'method'} and other['method'] == method
+
+
+def test_a_model_set_export_loads_and_evaluates(tmp_path, capsys):
+    from sfsc_timm.eval.cli import main as eval_main
+    torch.manual_seed(0)
+    models = ModelSet.create('sfsc_resnet18', (0.5, 1.0), num_classes=10, embed_dim=32,
+                             pretrained_cfg_overlay=dict(input_size=(3, 16, 16)))
+    models.save(tmp_path / 'independent')
+    assert sorted(p.name for p in (tmp_path / 'independent').iterdir()) == ['width_0_5', 'width_1']
+    loaded = ModelSet.load(tmp_path / 'independent')
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), models.state_dict().values()))
+    assert eval_main([str(tmp_path / 'independent'), '--max-query', '10', '--max-gallery', '40',
+                      '--output', str(tmp_path / 'eval')]) == 0
+    assert json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['widths'] == [0.5, 1.0]

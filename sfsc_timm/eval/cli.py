@@ -16,7 +16,8 @@ from .compatibility import compatibility_matrix
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='sfsc-timm eval', description='Compatibility matrix (mAP, query width x gallery width) of a checkpoint.')
-    parser.add_argument('checkpoint', help="checkpoint folder (sfsc_timm.save / a run's export) or hf-hub:ORG/NAME")
+    parser.add_argument('checkpoint', help="checkpoint folder (sfsc_timm.save / a run's export, or a baseline's folder "
+                        "of width_* models) or hf-hub:ORG/NAME")
     parser.add_argument('--data', default='fashion_mnist',
                         help='fashion_mnist (default), a Market-1501-style folder, imagefolder:PATH or a Hub id')
     parser.add_argument('--query-split', default=None)
@@ -43,11 +44,15 @@ def _write_json_atomically(path: Path, payload) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     import sfsc_timm
+    from sfsc_timm.models import ModelSet, is_model_set_folder
     from sfsc_timm.data import build_transforms, load_retrieval_data, with_image_transform
 
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
-    model = sfsc_timm.load(args.checkpoint).to(args.device)
+    if is_model_set_folder(args.checkpoint):  # one model per width (the independent / BCT / asymmetric baselines)
+        model = ModelSet.load(args.checkpoint).to(args.device)
+    else:
+        model = sfsc_timm.load(args.checkpoint).to(args.device)
     widths = tuple(args.widths or getattr(model, 'widths', (model.active_width,)))
     models = model if hasattr(model, 'set_width') else {model.active_width: model}
     data = load_retrieval_data(args.data, query_split=args.query_split, gallery_split=args.gallery_split,
