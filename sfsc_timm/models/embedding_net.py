@@ -13,6 +13,25 @@ from ..layers import (
 )
 
 
+class WidthSwitching:
+    """``width(w)`` context manager for networks with ``set_width`` and a ``_width`` (supernet, ModelSet)."""
+
+    _width: float
+
+    def set_width(self, width: float):
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def width(self, width: float) -> Iterator:
+        """Compute at ``width`` inside the block, then switch back."""
+        previous = self._width
+        self.set_width(width)
+        try:
+            yield self
+        finally:
+            self.set_width(previous)
+
+
 class EmbeddingNet(nn.Module):
     """Backbone -> neck (Linear to D without bias, BatchNorm1d) -> head (Linear D -> classes, or Identity).
 
@@ -88,7 +107,7 @@ def _prefix_matcher(matcher):
     return matcher
 
 
-class SwitchableEmbeddingNet(EmbeddingNet):
+class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
     """The SFSC supernet: every width from one set of weights, switched with ``set_width`` or ``width``.
 
     Args:
@@ -141,16 +160,6 @@ class SwitchableEmbeddingNet(EmbeddingNet):
             layer.set_width(width)
         self._width = width
         return self
-
-    @contextlib.contextmanager
-    def width(self, width: float) -> Iterator['SwitchableEmbeddingNet']:
-        """Context manager: compute at ``width`` inside the block, then switch back."""
-        previous = self._width
-        self.set_width(width)
-        try:
-            yield self
-        finally:
-            self.set_width(previous)
 
     def channels_at(self, width: float) -> List[Dict[str, Any]]:
         """``feature_info`` as it is at ``width`` (channel counts follow the channel rule)."""

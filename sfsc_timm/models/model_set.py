@@ -1,8 +1,7 @@
 """One static model per width, trained separately: the baselines that do not share weights (independent, BCT,
 asymmetric). It switches like a supernet, so the trainer and the compatibility matrix treat both alike."""
-import contextlib
 from pathlib import Path
-from typing import Dict, Iterator, Sequence, Union
+from typing import Dict, Sequence, Union
 
 import timm
 import torch
@@ -10,13 +9,13 @@ from torch import nn
 
 from ..layers import check_width, check_widths, key_width, width_key
 from .checkpoint import save
-from .embedding_net import EmbeddingNet
+from .embedding_net import EmbeddingNet, WidthSwitching
 from .loading import load
 
 MEMBER_PREFIX = 'width_'
 
 
-class ModelSet(nn.Module):
+class ModelSet(nn.Module, WidthSwitching):
     """Static sub-models, one per width, sharing no parameters, each with its own classifier.
 
     ``set_width`` / ``width`` choose the member that ``forward_features``, ``forward_head``, ``forward`` and ``head``
@@ -59,15 +58,6 @@ class ModelSet(nn.Module):
             raise ValueError(f'width {width} is not one of this model set\'s widths {self.widths}.')
         self._width = width
         return self
-
-    @contextlib.contextmanager
-    def width(self, width: float) -> Iterator['ModelSet']:
-        previous = self._width
-        self.set_width(width)
-        try:
-            yield self
-        finally:
-            self.set_width(previous)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.member(self._width).forward_features(x)
