@@ -8,10 +8,10 @@ second invocation with more seeds or methods adds to the same table.
     .venv/bin/python benchmarks/paper_table.py --seeds 0 1 2 --methods sfsc bct_s asymmetric_s independent
 
 CPU defaults (sized to finish all eight methods for one seed well inside 90 minutes on a 2-core CPU):
-sfsc_resnet18 at 32x32, widths 0.25/0.5/0.75/1.0, D=128, 4,000 Fashion-MNIST training images, 5 epochs per model
-(the staged baselines bct / asymmetric train the full model, then the narrower ones: 5 epochs each), evaluation on the
-full query (1,000) / gallery (9,000). With a GPU (or --setting gpu): sfsc_resnet50 at 256x128 on the full 60,000
-training images for 30 epochs per model.
+sfsc_resnet18 at 32x32, widths 0.25/0.5/0.75/1.0, D=128, 3,000 Fashion-MNIST training images, 4 epochs per model
+(the staged baselines bct / asymmetric train the full model, then the narrower ones: 4 epochs each), evaluation on a
+class-balanced half of the test split: 500 queries (50 per class) / 4,500 gallery images.
+With a GPU (or --setting gpu): sfsc_resnet50 at 256x128 on the full 60,000 training images for 30 epochs per model.
 """
 import argparse
 import json
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -34,8 +34,9 @@ LABELS = {'independent': 'Unified Model (independent)', 'sfsc': 'Ours (SFSC)', '
           'asymmetric_s': 'Asymmetric-S', 'bct': 'BCT', 'asymmetric': 'Asymmetric',
           'sfsc_no_proj': 'SFSC w/o projection', 'sfsc_no_unc': 'SFSC w/o uncertainty loss'}
 SETTINGS = {
-    'cpu': ['--model', 'sfsc_resnet18', '--input-size', '3', '32', '32', '--embed-dim', '128', '--max-train', '4000',
-            '--epochs', '5', '--batch-size', '64', '--eval-every', '100'],
+    'cpu': ['--model', 'sfsc_resnet18', '--input-size', '3', '32', '32', '--embed-dim', '128', '--max-train', '3000',
+            '--epochs', '4', '--batch-size', '64', '--eval-every', '100', '--eval-max-query', '500',
+            '--eval-max-gallery', '4500'],
     'gpu': ['--model', 'sfsc_resnet50', '--input-size', '3', '256', '128', '--embed-dim', '2048', '--max-train', 'none',
             '--epochs', '30', '--batch-size', '64', '--eval-every', '100', '--workers', '8'],
 }
@@ -43,7 +44,8 @@ SETTINGS = {
 PAPER_COLUMNS = [(0.25, 0.25), (0.25, 1.0), (0.5, 0.5), (0.75, 0.75), (1.0, 1.0)]
 
 
-def run_one(method: str, seed: int, folder: Path, setting: List[str], extra: List[str]) -> Dict:
+def run_one(method: str, seed: int, folder: Path, setting: List[str], extra: List[str],
+            threads: Optional[int] = None) -> Dict:
     metrics_file = folder / 'export' / 'metrics.json'
     if not metrics_file.is_file():
         command = [sys.executable, '-m', 'sfsc_timm.train', '-c', str(RECIPE), *setting, '--method', method,
@@ -52,7 +54,8 @@ def run_one(method: str, seed: int, folder: Path, setting: List[str], extra: Lis
             command += ['--resume', str(folder)]
         print(f'--- {method} seed {seed}: {" ".join(command[1:])}', flush=True)
         start = time.time()
-        subprocess.run(command, check=True, cwd=REPO)
+        env = dict(os.environ, **({'OMP_NUM_THREADS': str(threads)} if threads else {}))
+        subprocess.run(command, check=True, cwd=REPO, env=env)
         (folder / 'seconds.txt').write_text(f'{time.time() - start:.1f}\n')
     metrics = json.loads(metrics_file.read_text())
     seconds = folder / 'seconds.txt'
@@ -104,13 +107,17 @@ def main() -> int:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
     parser.add_argument('--setting', choices=sorted(SETTINGS), default='gpu' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--output', type=Path, default=REPO / 'benchmarks' / 'results' / 'paper_table')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads per training run (OMP_NUM_THREADS); 1 avoids thread oversubscription '
+                             'when other jobs share the CPU')
     parser.add_argument('extra', nargs=argparse.REMAINDER, help='more trainer overrides after --, e.g. -- --lr 0.05')
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ['--'] else args.extra
     start = time.time()
     for method in args.methods:
         for seed in args.seeds:
-            run_one(method, seed, args.output / 'runs' / method / f'seed_{seed}', SETTINGS[args.setting], extra)
+            run_one(method, seed, args.output / 'runs' / method / f'seed_{seed}', SETTINGS[args.setting], extra,
+                    args.threads)
     # the table covers every finished run under OUTPUT, so separate invocations add up
     results: Dict[str, Dict[int, Dict]] = {}
     for method in METHODS:
@@ -122,8 +129,8 @@ def main() -> int:
     for method, row in rows.items():
         plot_compatibility_heatmap(row['mean_matrix'], row['widths'], args.output / f'{method}.png',
                                    title=f'{row["label"]}: mAP (%), mean of seeds {row["seeds"]}')
-    payload = dict(setting=args.setting, setting_args=SETTINGS[args.setting], extra=extra, rows=rows,
-                   table_markdown=table, seconds_this_invocation=time.time() - start)
+    payload = dict(setting=args.setting, setting_args=SETTINGS[args.setting], extra=extra, threads=args.threads,
+                   rows=rows, table_markdown=table, seconds_this_invocation=time.time() - start)
     tmp = args.output / '.paper_table.json.tmp'
     tmp.write_text(json.dumps(payload, indent=2))
     os.replace(tmp, args.output / 'paper_table.json')
