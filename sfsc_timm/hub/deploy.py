@@ -1,0 +1,187 @@
+"""``sfsc-timm export-width``: one width of a supernet as a deployable embedding model (ONNX, TorchScript, .pt2).
+
+What is exported is the **embedding model**: the static sub-model at that width with its training classifier removed
+(``reset_classifier(0)``), so ``model(images)`` is the (B, D) embedding ``forward_head(x, pre_logits=True)``, the same
+D at every width. It is not L2-normalised; normalise it before cosine ranking, as the evaluation does. The batch axis
+is dynamic. Every export is checked against PyTorch on sample batches of two sizes (ONNX with onnxruntime) and written
+only if the largest difference is within the tolerance; the file is written next to its target and renamed into place.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..models import load
+from ._files import give_default_permissions
+from .run_folder import ExportError, find_checkpoint_folder
+
+__all__ = ['FORMATS', 'DeployError', 'DeployResult', 'load_embedding_model', 'export_width', 'build_parser', 'main']
+
+FORMATS = {'onnx': '.onnx', 'torchscript': '.pt', 'export': '.pt2'}
+INPUT_NAME, OUTPUT_NAME = 'images', 'embeddings'
+CHECK_BATCH_SIZES = (1, 3)  # differ from the tracing batch (2): proves the dynamic batch axis
+METADATA_NAME = 'sfsc.json'
+
+
+class DeployError(RuntimeError):
+    """An export that failed or does not reproduce PyTorch's embeddings."""
+
+
+@dataclass
+class DeployResult:
+    path: Path
+    format: str
+    width: float
+    embed_dim: int
+    input_size: Tuple[int, ...]
+    max_abs_diff: float
+    checked_with: str
+
+
+def load_embedding_model(source: Union[str, Path], width: float) -> nn.Module:
+    """The static embedding model at ``width`` from a run / checkpoint folder or ``hf-hub:ORG/NAME``, in eval mode."""
+    source = str(source)
+    if not source.startswith(('hf-hub:', 'hf_hub:')):
+        path = Path(source.removeprefix('local-dir:'))
+        if not path.exists() and source.count('/') == 1 and not source.startswith(('.', '/')):
+            raise ExportError(f'{source} is not a local folder. For a Hub repository write hf-hub:{source}.')
+        source = str(find_checkpoint_folder(path))
+    model = load(source, width=width)
+    if hasattr(model, 'set_width'):
+        raise ExportError(f'{source} gave a switchable supernet for width={width}; pass a width the checkpoint has.')
+    model.reset_classifier(0)
+    return model.eval()
+
+
+def _metadata(model: nn.Module, source: str) -> Dict[str, str]:
+    cfg = model.pretrained_cfg
+    return dict(source=source, architecture=str(cfg.get('architecture')), width=str(model.active_width),
+                widths=json.dumps(list(getattr(model, 'source_widths', ()) or ())), embed_dim=str(model.embed_dim),
+                input_size=json.dumps(list(cfg['input_size'])), mean=json.dumps(list(cfg['mean'])),
+                std=json.dumps(list(cfg['std'])), interpolation=str(cfg.get('interpolation')),
+                crop_pct=str(cfg.get('crop_pct')), output='embedding (not L2-normalised)')
+
+
+def _export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, metadata: Dict[str, str]) -> Callable:
+    program = torch.onnx.export(
+        model, (sample,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True, external_data=False,
+        dynamic_shapes=({0: torch.export.Dim('batch', min=1)},), verbose=False)
+    program.model.metadata_props.update({f'sfsc.{k}': v for k, v in metadata.items()})
+    program.save(str(path), external_data=False)
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DeployError('onnxruntime is needed to check the ONNX export: pip install onnxruntime') from None
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return lambda x: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+
+
+def _export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path, metadata: Dict[str, str]) -> Callable:
+    scripted = torch.jit.script(model)
+    torch.jit.save(scripted, str(path), _extra_files={METADATA_NAME: json.dumps(metadata)})
+    reloaded = torch.jit.load(str(path))
+    return lambda x: reloaded(x)
+
+
+def _export_program(model: nn.Module, sample: torch.Tensor, path: Path, metadata: Dict[str, str]) -> Callable:
+    program = torch.export.export(model, (sample,), dynamic_shapes=({0: torch.export.Dim('batch', min=1)},))
+    torch.export.save(program, str(path), extra_files={METADATA_NAME: json.dumps(metadata)})
+    reloaded = torch.export.load(str(path)).module()
+    return lambda x: reloaded(x)
+
+
+_EXPORTERS = {'onnx': _export_onnx, 'torchscript': _export_torchscript, 'export': _export_program}
+
+
+def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
+                 output: Optional[Union[str, Path]] = None, atol: float = 1e-4) -> DeployResult:
+    """Export the embedding model at ``width`` of ``source`` and check it against PyTorch.
+
+    Args:
+        source: a run or checkpoint folder, or ``hf-hub:ORG/NAME``.
+        width: one of the checkpoint's widths.
+        format: ``onnx`` (checked with onnxruntime), ``torchscript`` (``torch.jit.script``) or ``export``
+            (``torch.export``, saved with ``torch.export.save`` as .pt2).
+        output: the file to write; default ``ARCH_wWIDTH.EXT`` in the working folder.
+        atol: the largest absolute difference from PyTorch's embeddings that is accepted.
+
+    Raises:
+        DeployError: the exported model's embeddings differ from PyTorch's by more than ``atol`` (nothing is written).
+    """
+    if format not in FORMATS:
+        raise ValueError(f'format must be one of {", ".join(FORMATS)}, got {format!r}.')
+    model = load_embedding_model(source, width)
+    cfg = model.pretrained_cfg
+    path = Path(output) if output is not None else Path(f'{cfg.get("architecture")}_w{float(width)}{FORMATS[format]}')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    input_size = tuple(cfg['input_size'])
+    sample = torch.randn(2, *input_size, generator=generator)
+    checks = [torch.randn(b, *input_size, generator=generator) for b in CHECK_BATCH_SIZES]
+    fd, temp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=FORMATS[format], dir=path.parent)
+    os.close(fd)
+    try:
+        run_exported = _EXPORTERS[format](model, sample, Path(temp), _metadata(model, str(source)))
+        max_diff, shape = _compare(model, run_exported, checks)
+        if not max_diff <= atol:
+            raise DeployError(f'the {format} export of width {width} differs from PyTorch by up to {max_diff:.3g} '
+                              f'(tolerance {atol:g}); nothing was written to {path}.')
+        give_default_permissions(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    checked_with = 'onnxruntime' if format == 'onnx' else f'the reloaded {format} file'
+    return DeployResult(path=path, format=format, width=float(width), embed_dim=shape[-1], input_size=input_size,
+                        max_abs_diff=max_diff,
+                        checked_with=checked_with)
+
+
+@torch.inference_mode()
+def _compare(model: nn.Module, run_exported: Callable, checks: List[torch.Tensor]) -> Tuple[float, Tuple[int, ...]]:
+    max_diff, shape = 0.0, ()
+    for x in checks:
+        expected, got = model(x), run_exported(x)
+        if got.shape != expected.shape:
+            raise DeployError(f'the export returns shape {tuple(got.shape)} for a batch of {x.shape[0]}, PyTorch '
+                              f'{tuple(expected.shape)}: the batch axis is not dynamic.')
+        max_diff = max(max_diff, (got.float() - expected.float()).abs().max().item())
+        shape = tuple(expected.shape)
+    return max_diff, shape
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='sfsc-timm export-width',
+        description='Export the embedding model of one width (static sub-model, no classifier) for deployment, '
+                    'checked against PyTorch on sample batches.')
+    parser.add_argument('source', help='run or checkpoint folder, or hf-hub:ORG/NAME')
+    parser.add_argument('--width', type=float, required=True, help='one of the checkpoint\'s widths')
+    parser.add_argument('--format', choices=list(FORMATS), default='onnx',
+                        help='onnx (checked with onnxruntime), torchscript (torch.jit.script) or export '
+                             '(torch.export, .pt2)')
+    parser.add_argument('--output', type=Path, default=None, help='file to write (default: ARCH_wWIDTH.EXT)')
+    parser.add_argument('--atol', type=float, default=1e-4, help='largest accepted difference from PyTorch')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = export_width(args.source, args.width, args.format, args.output, atol=args.atol)
+    except (DeployError, ValueError, FileNotFoundError) as e:  # ExportError, CheckpointError, untrained width
+        print(f'sfsc-timm export-width: {e}', file=sys.stderr)
+        return 1
+    print(f'wrote {result.path}: width {result.width}, {result.format}, input (B, '
+          f'{", ".join(map(str, result.input_size))}) -> embeddings (B, {result.embed_dim}); '
+          f'max abs diff vs PyTorch {result.max_abs_diff:.3g} ({result.checked_with}, batches of '
+          f'{" and ".join(map(str, CHECK_BATCH_SIZES))})')
+    return 0
+
