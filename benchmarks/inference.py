@@ -18,9 +18,9 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models._prune import adapt_model_from_string
 
 import sfsc_timm
-from sfsc_timm.layers import width_channels
 from sfsc_timm.models.profile import count_gmacs, count_parameters, interleaved_latency
 
 RESULTS = Path(__file__).parent / 'results'
@@ -39,10 +39,14 @@ print(status('VmHWM:') - before)
 '''
 
 
-def native_resnet50(width: float, embed_dim: int) -> torch.nn.Module:
-    """timm's own ResNet-50 with the sub-model's channels and a linear layer to D (the sub-model's neck)."""
-    return timm.create_model('resnet50', num_classes=embed_dim, stem_width=width_channels(64, width),
-                             channels=tuple(width_channels(c, width) for c in (64, 128, 256, 512)))
+def native_resnet50(static: torch.nn.Module, embed_dim: int) -> torch.nn.Module:
+    """timm's own ResNet-50 rebuilt with the sub-model's channels by timm's pruned-model adapter
+    (``adapt_model_from_string``; ``channels=`` alone cannot narrow the 64-channel stem), plus a linear layer to D
+    standing in for the sub-model's neck."""
+    shapes = {k: list(v.shape) for k, v in static.backbone.state_dict().items() if k.endswith('.weight')}
+    shapes['fc.weight'] = [embed_dim, static.backbone.num_features]
+    spec = '***'.join(f'{k}:[{",".join(map(str, v))}]' for k, v in shapes.items())
+    return adapt_model_from_string(timm.create_model('resnet50', num_classes=embed_dim), spec)
 
 
 def load_peak_bytes(folder: Path, width: float) -> int:
@@ -67,8 +71,8 @@ def main() -> None:
     rows = {}
     for width in net.widths:
         static = sfsc_timm.extract(net, width)
-        native = native_resnet50(width, net.embed_dim)
-        assert count_parameters(native.fc) == count_parameters(static.neck.fc) + net.embed_dim  # same shapes
+        native = native_resnet50(static, net.embed_dim)
+        assert count_parameters(native) - count_parameters(native.fc) == count_parameters(static.backbone)
         supernet = net.set_width(width)
         latency = interleaved_latency(dict(static=static, native=native, supernet=supernet), x, args.repeats)
         rows[width] = dict(
