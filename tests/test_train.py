@@ -90,7 +90,8 @@ def test_invalid_widths_are_rejected(widths, message):
 
 
 @pytest.mark.parametrize('values, message', [
-    (dict(method='sfsc_typo'), 'available: asymmetric, asymmetric_s, bct, bct_s, independent, sfsc, sfsc_no_proj'), (dict(sampler='pk', batch_size=10), 'pk_p \\* pk_k'),
+    (dict(method='sfsc_typo'), 'available: asymmetric, asymmetric_s, bct, bct_s, independent, sfsc, sfsc_no_proj'),
+    (dict(sampler='pk', batch_size=10), 'pk_p \\* pk_k'),
     (dict(lr='fast'), "'lr' must be float"), (dict(lambda_tri=1.0), 'sampler: pk'), (dict(model=3), 'must be str'),
 ])
 def test_invalid_values_name_the_key(values, message):
