@@ -10,13 +10,13 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Tuple
+from net_utils import free_port
 
 OLAH_CONFIG = """\
 [basic]
@@ -63,11 +63,6 @@ def git_repository(folder: Path, files_from: Path, lfs_suffixes: Tuple[str, ...]
                           text=True, timeout=60).stdout.strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 @contextlib.contextmanager
 def olah_mirror(export_dir: Path, repo_id: str, workdir: Path, lifetime: int = 300,
@@ -89,7 +84,7 @@ def olah_mirror(export_dir: Path, repo_id: str, workdir: Path, lifetime: int = 3
     mirrors, repos = workdir / 'mirrors', workdir / 'repos'
     git_repository(mirrors / 'models' / repo_id, export_dir)
     repos.mkdir()
-    port = _free_port()
+    port = free_port()
     config = workdir / 'olah.toml'
     config.write_text(OLAH_CONFIG.format(port=port, repos=repos, mirrors=mirrors))
     log = (workdir / 'olah.out').open('wb')

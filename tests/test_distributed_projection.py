@@ -1,6 +1,5 @@
 """ Two gloo ranks on half batches must take the same step as one process on the whole batch. """
 import os
-import socket
 from datetime import timedelta
 
 import torch
@@ -9,6 +8,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 from sfsc_timm.optim import GradientProjection
+from net_utils import free_port
 
 NUM_TASKS = 3
 STEPS = 3
@@ -65,14 +65,9 @@ def _worker(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 def test_two_ranks_on_half_batches_match_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     x, targets = _data()
     expected, conflicts = _train(x, targets, generator_seed=100)
     assert conflicts > 0  # the projection (nonlinear) was exercised

@@ -1,6 +1,5 @@
 """ Two gloo processes on half batches take the same trainer step as one process on the whole batch. """
 import os
-import socket
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from sfsc_timm.train.distributed import DistInfo
 from sfsc_timm.train.steps import create_train_step
 
 from test_train import tiny_batch, tiny_config, tiny_net
+from net_utils import free_port
 
 
 def _one_step(method: str, images, labels, dist_info: DistInfo):
@@ -40,15 +40,10 @@ def _worker(rank: int, world_size: int, port: int, method: str, out_dir: str):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.parametrize('method', ['sfsc', 'bct_s'])
 def test_two_ranks_on_half_batches_match_one_process(tmp_path, method):
-    mp.spawn(_worker, args=(2, _free_port(), method, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), method, str(tmp_path)), nprocs=2, join=True)
     images, labels = tiny_batch(8)
     expected, conflicts = _one_step(method, images, labels, DistInfo())
     if method == 'sfsc':
