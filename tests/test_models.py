@@ -24,7 +24,7 @@ def test_every_sfsc_model_is_registered_with_timm():
 
 
 @pytest.mark.parametrize('name', MODELS)
-def test_static_sub_models_equal_the_supernet(name):
+def test_static_sub_models_equal_the_supernet(name, tmp_path):
     net = timm.create_model(name, num_classes=5)
     with torch.no_grad():
         for width in net.widths:  # give every width its own BatchNorm statistics
@@ -48,6 +48,15 @@ def test_static_sub_models_equal_the_supernet(name):
         params = sum(p.numel() for p in sub.backbone.parameters())
         full_params = full_params or params
         assert abs(params / (width ** 2 * full_params) - 1) <= 0.10, (width, params, full_params)
+        if width == 1.0:
+            sfsc_timm.save(net, tmp_path / name)
+        loaded = timm.create_model(f'local-dir:{tmp_path / name}', width=width, pretrained=True).eval()
+        assert type(loaded.backbone) is MODELS[name]
+        state, expected_state = loaded.state_dict(), sub.state_dict()
+        assert state.keys() == expected_state.keys()
+        assert all(torch.equal(state[k], expected_state[k]) for k in state)  # the same weights, exactly
+        with torch.no_grad():
+            assert torch.equal(loaded(x), got)
 
 
 def test_width_argument_gives_a_static_sub_model():
