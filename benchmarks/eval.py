@@ -14,11 +14,9 @@ the many exact ties exercise the tie rule (a negative tied with a positive ranks
     python benchmarks/eval.py --quick    # small, a few seconds
 """
 import argparse
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -26,6 +24,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from sfsc_timm.atomic_io import write_json_atomically
 from sfsc_timm.eval import retrieval_metrics
 
 QUICK_SIZES = dict(num_query=400, num_gallery=2000, dim=256, num_ids=100)
@@ -144,20 +143,6 @@ def cpu_seconds_all_processes() -> Optional[float]:
     return (sum(fields[:8]) - idle) / os.sysconf('SC_CLK_TCK')
 
 
-def write_json(path: Path, payload: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'w') as file:
-            json.dump(payload, file, indent=2)
-            file.write('\n')
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
-
-
 def main() -> int:
     args = parse_args()
     if args.threads is not None:
@@ -218,7 +203,7 @@ def main() -> int:
         print(f'other processes used {others_cores:.2f} of {os.cpu_count()} cores on average during the run'
               + ('; timings are pessimistic' if others_cores > 0.1 else ''))
 
-    write_json(args.output, {
+    write_json_atomically(args.output, {
         'benchmark': 'retrieval_metrics vs per-query numpy reference',
         'config': {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         'environment': {

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from sfsc_timm.atomic_io import write_json_atomically, write_text_atomically
 from sfsc_timm.eval import format_compatibility_table, parameter_share_label, plot_compatibility_heatmap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,10 +132,8 @@ def main() -> int:
                                    title=f'{row["label"]}: mAP (%), mean of seeds {row["seeds"]}')
     payload = dict(setting=args.setting, setting_args=SETTINGS[args.setting], extra=extra, threads=args.threads,
                    rows=rows, table_markdown=table, seconds_this_invocation=time.time() - start)
-    tmp = args.output / '.paper_table.json.tmp'
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, args.output / 'paper_table.json')
-    (args.output / 'paper_table.md').write_text(table + '\n')
+    write_json_atomically(args.output / 'paper_table.json', payload)
+    write_text_atomically(args.output / 'paper_table.md', table + '\n')
     print(table)
     for method, row in rows.items():
         print(f'\n{row["label"]} (mean over seeds {row["seeds"]}), mAP %:\n'

@@ -1,14 +1,12 @@
 """``sfsc-timm eval``: the compatibility matrix of a checkpoint on a retrieval dataset."""
 import argparse
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import torch
 
+from ..atomic_io import write_json_atomically
 from .compat_report import format_compatibility_table, plot_compatibility_heatmap
 from .compatibility import compatibility_matrix
 
@@ -33,13 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--output', type=Path, default=Path('eval_output'), help='folder for metrics.json + heatmap')
     return parser
-
-
-def _write_json_atomically(path: Path, payload) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -74,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     payload = dict(result.to_dict(), checkpoint=str(args.checkpoint), dataset=data.name,
                    num_query=len(data.query), num_gallery=len(data.gallery),
                    architecture=model.pretrained_cfg.get('architecture'), seconds=time.perf_counter() - start)
-    _write_json_atomically(args.output / 'metrics.json', payload)
+    write_json_atomically(args.output / 'metrics.json', payload)
     plot_compatibility_heatmap(result.matrix, result.widths, args.output / 'compatibility.png',
                                title=f'{payload["architecture"]} on {data.name}: mAP (%)')
     print(f'wrote {args.output / "metrics.json"} and {args.output / "compatibility.png"}')

@@ -1,6 +1,5 @@
 """Checkpoint I/O: one safetensors file per supernet, read slice by slice, written atomically."""
 import json
-import logging
 import math
 import os
 import struct
@@ -16,7 +15,6 @@ from torch import nn
 
 from ..layers import key_width
 
-_logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = 'model.safetensors'
 CONFIG_NAME = 'config.json'

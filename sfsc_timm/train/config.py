@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from ..atomic_io import write_text_atomically
 from ..layers import check_widths
 
 __all__ = [
@@ -289,9 +290,4 @@ def config_differences(saved: Dict[str, Any], current: Dict[str, Any],
 
 def save_config(cfg: TrainConfig, path: Union[str, Path]) -> None:
     """Write the resolved config as YAML (atomically: temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f'.{path.name}.tmp')
-    with open(temp, 'w') as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-    temp.replace(path)
+    write_text_atomically(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

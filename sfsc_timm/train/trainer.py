@@ -12,6 +12,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import AverageMeter, distribute_bn, random_seed
 from tqdm.auto import tqdm
 
+from ..atomic_io import write_json_atomically, write_text_atomically
 from ..eval import compatibility_matrix, format_compatibility_table, plot_compatibility_heatmap
 from ..models import ModelSet
 from ..models.checkpoint import replace_folder
@@ -63,12 +64,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f'{type(value).__name__} is not JSON serialisable')
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    temp = path.with_name(f'.{path.name}.tmp')
-    temp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    temp.replace(path)
 
 
 class Trainer:
@@ -234,9 +229,7 @@ class Trainer:
             return
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         kept = [line for line in lines if json.loads(line).get('epoch', 0) <= start_epoch]
-        temp = path.with_name('.metrics.jsonl.tmp')
-        temp.write_text(''.join(line + '\n' for line in kept))
-        temp.replace(path)
+        write_text_atomically(path, ''.join(line + '\n' for line in kept))
 
     def finish(self) -> Optional[Dict[str, Any]]:
         """Final compatibility matrix on the full query / gallery, then the export folder (rank 0)."""
@@ -262,7 +255,7 @@ class Trainer:
         staging = make_staging_dir(target)
         try:
             save_network(self.net, staging)
-            _write_json(staging / 'metrics.json', metrics)
+            write_json_atomically(staging / 'metrics.json', metrics, default=_json_default)
             plot_compatibility_heatmap(result.matrix, result.widths, staging / 'compatibility.png',
                                        title=f'{self.cfg.model} ({self.cfg.method}) on {self.cfg.dataset}')
             replace_folder(staging, target)
