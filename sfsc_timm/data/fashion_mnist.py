@@ -17,12 +17,13 @@ from .retrieval_data import RetrievalData
 from .splits import column_array, first_per_class
 
 __all__ = [
-    'FASHION_MNIST_CLASSES', 'FASHION_MNIST_HUB_ID', 'DEFAULT_FASHION_MNIST_DIR', 'read_idx', 'fashion_mnist_dir',
+    'FASHION_MNIST_CLASSES', 'FASHION_MNIST_OPEN_TRAIN_CLASSES', 'FASHION_MNIST_HUB_ID', 'DEFAULT_FASHION_MNIST_DIR', 'read_idx', 'fashion_mnist_dir',
     'load_fashion_mnist',
 ]
 
 FASHION_MNIST_CLASSES = (
     'T - shirt / top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+FASHION_MNIST_OPEN_TRAIN_CLASSES = (0, 1, 2, 3, 4)  # the open split trains on these, retrieves among 5-9
 FASHION_MNIST_HUB_ID = 'zalando-datasets/fashion_mnist'
 DEFAULT_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 _ENV_DIR = 'SFSC_FASHION_MNIST_DIR'

@@ -8,7 +8,9 @@ from typing import Optional, Sequence, Tuple
 import datasets
 import numpy as np
 
-__all__ = ['column_array', 'first_per_class', 'balanced_subset', 'contiguous_labels', 'relabel_contiguous']
+__all__ = [
+    'column_array', 'first_per_class', 'pick_queries', 'balanced_subset', 'contiguous_labels', 'relabel_contiguous',
+]
 
 
 def column_array(ds: datasets.Dataset, name: str) -> np.ndarray:
@@ -41,6 +43,46 @@ def first_per_class(labels: Sequence[int], n: int) -> np.ndarray:
         raise ValueError(f'n (items per class) must be >= 1, got {n}')
     labels = np.asarray(labels)
     return np.flatnonzero(_within_class_rank(labels) < n)
+
+
+def pick_queries(
+        labels: Sequence[int],
+        per_class: int,
+        *,
+        cameras: Optional[Sequence[int]] = None,
+        seed: int = 0,
+) -> np.ndarray:
+    """Queries for a retrieval split: `per_class` items of every class, each from a different camera when possible.
+
+    Market-1501 style: a class's queries come from distinct cameras (cameras drawn at random, then one random item
+    of each), so that with the re-ID camera rule every query still has positives in the other cameras. Without
+    cameras, `per_class` random items of each class. A class never gives all of its items: at least one stays in
+    the gallery.
+
+    Args:
+        labels: Class / identity of each item.
+        per_class: Queries per class.
+        cameras: Camera of each item, or None.
+        seed: Seed of the choice.
+
+    Returns:
+        Sorted int64 indices of the queries.
+    """
+    if per_class < 1:
+        raise ValueError(f'per_class (queries per class) must be >= 1, got {per_class}')
+    labels = np.asarray(labels)
+    cameras = np.zeros(len(labels), dtype=np.int64) if cameras is None else np.asarray(cameras)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        take = min(per_class, len(members) - 1)
+        # one item per camera first (cameras in random order), then the remaining items
+        _, first_of_camera = np.unique(cameras[members], return_index=True)
+        spread = members[rng.permutation(first_of_camera)]
+        rest = np.setdiff1d(members, spread, assume_unique=True)
+        chosen.append(np.concatenate([spread, rng.permutation(rest)])[:take])
+    return np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros(0, dtype=np.int64)
 
 
 def balanced_subset(
@@ -90,12 +132,17 @@ def contiguous_labels(labels: Sequence[int]) -> Tuple[np.ndarray, int]:
 def relabel_contiguous(ds: datasets.Dataset, column: str = 'label') -> Tuple[datasets.Dataset, int]:
     """Relabel `ds[column]` to 0..N-1 unless it already is; returns (dataset, N).
 
-    Labels that already cover 0..N-1 are left untouched (keeping a `ClassLabel` feature and its names).
+    Labels that already cover 0..N-1 are left untouched. A `ClassLabel` keeps the names of the classes that remain.
     """
     labels = column_array(ds, column)
     new, num = contiguous_labels(labels)
     if np.array_equal(new, labels):
         return ds, num
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        feature = datasets.ClassLabel(names=[feature.names[c] for c in np.unique(labels)])
+    else:
+        feature = datasets.Value('int64')
     order = ds.column_names
-    ds = ds.remove_columns(column).add_column(column, new, feature=datasets.Value('int64'))
+    ds = ds.remove_columns(column).add_column(column, new, feature=feature)
     return ds.select_columns(order), num

@@ -2,13 +2,14 @@
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from .dirichlet import (
-    dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform, remove_target_evidence,
+    EVIDENCE_FUNCTIONS, dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform,
+    remove_target_evidence,
 )
 from .triplet import BatchHardTripletLoss, pairwise_euclidean
 from .uncertainty import UncertaintyCompatibleLoss, UncertaintyLossOutput, width_priorities
 
 __all__ = [
-    'dirichlet_expected_ce', 'dirichlet_uncertainty', 'evidence_to_alpha', 'kl_dirichlet_to_uniform',
+    'EVIDENCE_FUNCTIONS', 'dirichlet_expected_ce', 'dirichlet_uncertainty', 'evidence_to_alpha', 'kl_dirichlet_to_uniform',
     'remove_target_evidence', 'UncertaintyCompatibleLoss', 'UncertaintyLossOutput', 'width_priorities',
     'BatchHardTripletLoss', 'pairwise_euclidean', 'LabelSmoothingCrossEntropy', 'SoftTargetCrossEntropy',
 ]

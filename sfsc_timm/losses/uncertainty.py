@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from .dirichlet import (
-    dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform, remove_target_evidence,
+    EVIDENCE_FUNCTIONS, dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform, remove_target_evidence,
 )
 
 __all__ = ['UncertaintyLossOutput', 'UncertaintyCompatibleLoss', 'width_priorities']
@@ -36,12 +36,16 @@ class UncertaintyCompatibleLoss(nn.Module):
     Args:
         kl_coef: Weight of the KL term once annealing is over.
         kl_anneal_epochs: Epochs over which the KL weight ramps linearly from 0; <= 0 disables the ramp.
+        evidence: How logits become evidence: `'softplus'` (the seed's) or `'exp'` (see `evidence_to_alpha`).
     """
 
-    def __init__(self, kl_coef: float = 1.0, kl_anneal_epochs: float = 10.0):
+    def __init__(self, kl_coef: float = 1.0, kl_anneal_epochs: float = 10.0, evidence: str = 'softplus'):
         super().__init__()
+        if evidence not in EVIDENCE_FUNCTIONS:
+            raise ValueError(f'unknown evidence function {evidence!r}; expected one of {", ".join(EVIDENCE_FUNCTIONS)}.')
         self.kl_coef = kl_coef
         self.kl_anneal_epochs = kl_anneal_epochs
+        self.evidence = evidence
 
     def kl_weight(self, epoch: float) -> float:
         """KL weight at (possibly fractional) `epoch`."""
@@ -58,7 +62,7 @@ class UncertaintyCompatibleLoss(nn.Module):
             epoch: Current (possibly fractional) epoch, for the KL annealing.
         """
         # digamma / lgamma lose too much precision in half precision, so compute in fp32 even under autocast
-        alpha = evidence_to_alpha(logits.float())
+        alpha = evidence_to_alpha(logits.float(), self.evidence)
         expected_ce = dirichlet_expected_ce(alpha, target).mean()
         kl = kl_dirichlet_to_uniform(remove_target_evidence(alpha, target)).mean()
         return UncertaintyLossOutput(
@@ -69,7 +73,7 @@ class UncertaintyCompatibleLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f'kl_coef={self.kl_coef}, kl_anneal_epochs={self.kl_anneal_epochs}'
+        return f'kl_coef={self.kl_coef}, kl_anneal_epochs={self.kl_anneal_epochs}, evidence={self.evidence!r}'
 
 
 def width_priorities(

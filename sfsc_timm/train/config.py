@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 
 from ..atomic_io import write_text_atomically
+from ..data.validation import VAL_SPLITS
 from ..layers import check_widths
 
 __all__ = [
@@ -52,10 +53,16 @@ class TrainConfig:
     triplet_margin: float = 0.3
     label_smoothing: float = 0.0  # cross-entropy methods only
     # --- data ---
-    dataset: str = 'fashion_mnist'  # fashion_mnist, reid (Market-1501 folder), imagefolder, or a Hub dataset id
-    data_dir: Optional[str] = None  # fashion_mnist: IDX folder (default: the Debian package's); reid, imagefolder: root
-    max_train: Optional[int] = 8000  # class-balanced training subset; null: all
-    val_max_query: Optional[int] = 200  # per-epoch compatibility matrix on subsets of query / gallery
+    # fashion_mnist (closed-set), fashion_mnist_open, glyphs (open-set), reid (Market-1501 folder), imagefolder,
+    # or a Hub dataset id
+    dataset: str = 'fashion_mnist'
+    data_dir: Optional[str] = None  # fashion_mnist: IDX folder; glyphs: cache folder; reid, imagefolder: root
+    max_train: Optional[int] = 8000  # class-balanced subset of what is left after validation; null: all
+    # validation, carved from the training split (never the query / gallery): held-out identities (open-set),
+    # held-out images of the training classes (closed-set), or auto (identities when >= 10 would be held out)
+    val_split: str = 'auto'
+    val_fraction: float = 0.1  # share of the training identities (or of every class's images) held out
+    val_max_query: Optional[int] = 200  # per-epoch compatibility matrix on subsets of the validation query / gallery
     val_max_gallery: Optional[int] = 1000
     eval_max_query: Optional[int] = None  # final evaluation; null: the whole split
     eval_max_gallery: Optional[int] = None
@@ -175,7 +182,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     cfg.widths = list(widths)
     if cfg.method not in METHODS:
         raise ConfigError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
-    choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES)
+    choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(allowed)}.')
@@ -195,6 +202,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, name)
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f'recipe key {name} must be a finite number >= 0, got {value}.')
+    if not 0 < cfg.val_fraction < 1:
+        raise ConfigError(f'recipe key val_fraction must be in (0, 1), got {cfg.val_fraction}.')
     if cfg.sampler == 'pk' and cfg.batch_size != cfg.pk_p * cfg.pk_k:
         raise ConfigError(f'sampler pk draws pk_p * pk_k = {cfg.pk_p * cfg.pk_k} images per batch but batch_size is '
                           f'{cfg.batch_size}; set batch_size to {cfg.pk_p * cfg.pk_k}.')

@@ -18,7 +18,7 @@ from ..models import ModelSet
 from ..models.checkpoint import replace_folder
 from .checkpointing import load_weights, make_staging_dir, rng_state, save_checkpoint, save_network, set_rng_state
 from .config import ConfigError, TrainConfig, save_config
-from .data import TrainData, build_train_data, load_dataset
+from .data import TrainData, build_train_data, load_dataset, split_training_data
 from .distributed import DistInfo, barrier, gather_objects, setup_distributed
 from .steps import METHODS, TrainStep, create_train_step
 
@@ -85,9 +85,10 @@ class Trainer:
         self.primary = self.dist.is_primary
 
         data = load_dataset(cfg)
+        split = split_training_data(cfg, data)
         random_seed(cfg.seed, 0)  # the same initial weights on every rank
-        self.net = create_model(cfg, data.num_classes).to(self.dist.device)
-        self.data: TrainData = build_train_data(cfg, data, self.net, self.dist)
+        self.net = create_model(cfg, split.num_classes).to(self.dist.device)
+        self.data: TrainData = build_train_data(cfg, data, split, self.net, self.dist)
         self.step: TrainStep = create_train_step(cfg, self.net, self.dist)
         self.updates_per_epoch = len(self.data.loader)
         # staged baselines train `epochs` per stage; the schedule restarts for each stage (one cycle per stage)
@@ -235,16 +236,19 @@ class Trainer:
         """Final compatibility matrix on the full query / gallery, then the export folder (rank 0)."""
         metrics = None
         if self.primary:
-            result = self.evaluate(self.data.test_query, self.data.test_gallery, 'test')
+            # the only place the query / gallery splits are read
+            test_query, test_gallery = self.data.test_sets()
+            result = self.evaluate(test_query, test_gallery, 'test')
             summary = result.summary
-            print(f'final compatibility matrix (mAP %, query {self.data.sizes["test_query"]} / gallery '
-                  f'{self.data.sizes["test_gallery"]}), mean {100 * summary["mean"]:.2f}, self-compatible '
-                  f'{summary["self_compatible"]}:\n' + format_compatibility_table(result.matrix, result.widths))
+            sizes = dict(self.data.sizes, test_query=len(test_query), test_gallery=len(test_gallery))
+            print(f'final compatibility matrix (mAP %, query {len(test_query)} / gallery {len(test_gallery)}), mean '
+                  f'{100 * summary["mean"]:.2f}, self-compatible {summary["self_compatible"]}:\n'
+                  + format_compatibility_table(result.matrix, result.widths))
             metrics = dict(
                 model=self.cfg.model, method=self.cfg.method, dataset=self.cfg.dataset, epochs=self.cfg.epochs,
                 widths=list(result.widths), matrix=result.matrix, summary=summary, metrics=result.metrics,
                 best_val_mean=self.best_metric, best_epoch=self.best_epoch, nonfinite_steps=self.nonfinite_total,
-                data_sizes=self.data.sizes, recipe=self.cfg.to_dict())
+                validation=self.data.validation, data_sizes=sizes, recipe=self.cfg.to_dict())
             self.export(metrics, result)
         barrier()
         return metrics
