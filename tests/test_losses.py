@@ -8,7 +8,8 @@ from torch.distributions import Dirichlet, kl_divergence
 import timm.loss
 from sfsc_timm.losses import (
     BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, dirichlet_expected_ce,
-    dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform, remove_target_evidence, width_priorities,
+    dirichlet_uncertainty, embedding_regression, evidence_to_alpha, kl_dirichlet_to_uniform, remove_target_evidence,
+    width_priorities,
 )
 
 
@@ -69,6 +70,48 @@ def test_uncertainty_compatible_loss_annealing():
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     # no annealing: full weight from the first epoch
     assert UncertaintyCompatibleLoss(kl_coef=0.5, kl_anneal_epochs=0).kl_weight(0) == 0.5
+
+
+def test_exp_evidence_gives_a_softmax_like_gradient_whatever_the_number_of_classes():
+    # d/dz_c [digamma(S) - digamma(alpha_y)] = trigamma(S) e^z_c - [c = y] trigamma(alpha_y) e^z_y: close to softmax
+    # CE's p_c - y_c once evidence is large; softplus evidence instead needs the target logit to grow to about C
+    torch.manual_seed(0)
+    for num_classes in (10, 700):
+        logits = torch.randn(16, num_classes, dtype=torch.float64)
+        logits[torch.arange(16), torch.arange(16) % num_classes] += 12.  # confident, correct
+        target = torch.arange(16) % num_classes
+        z = logits.clone().requires_grad_(True)
+        dirichlet_expected_ce(evidence_to_alpha(z, 'exp'), target).sum().backward()
+        alpha = logits.exp() + 1
+        closed = torch.polygamma(1, alpha.sum(1, keepdim=True)) * logits.exp()
+        closed[torch.arange(16), target] -= (torch.polygamma(1, alpha) * logits.exp())[torch.arange(16), target]
+        torch.testing.assert_close(z.grad, closed)
+        # it differs from softmax CE's by about the share of the C prior pseudo-counts in S, whatever C is
+        softmax_grad = F.softmax(logits, 1) - F.one_hot(target, num_classes)
+        prior_share = num_classes / alpha.sum(1, keepdim=True)
+        assert ((z.grad - softmax_grad).abs() <= prior_share).all() and prior_share.max() < 0.02
+    # the softplus gradient on the same confident logits is far from softmax CE's with many classes: the target
+    # still gets a push of about -1/alpha_y, and the target probability alpha_y / S is far below softmax's
+    alpha = evidence_to_alpha(logits, 'softplus')
+    assert (alpha.gather(1, target[:, None]) / alpha.sum(1, keepdim=True)).max() < 0.05
+    with pytest.raises(ValueError, match='softplus, exp'):
+        evidence_to_alpha(logits, 'relu')
+
+
+def test_uncertainty_loss_takes_the_evidence_function():
+    logits, target = torch.randn(4, 6), torch.tensor([0, 1, 2, 3])
+    out = UncertaintyCompatibleLoss(kl_coef=0., evidence='exp')(logits, target, epoch=0)
+    torch.testing.assert_close(out.loss, dirichlet_expected_ce(logits.exp() + 1, target).mean())
+    torch.testing.assert_close(out.uncertainty, (6 / (logits.exp() + 1).sum(1)).mean())
+    with pytest.raises(ValueError, match='unknown evidence'):
+        UncertaintyCompatibleLoss(evidence='relu')
+
+
+def test_embedding_regression_is_one_minus_cosine():
+    student, teacher = torch.randn(5, 8), torch.randn(5, 8)
+    expected = (1 - F.cosine_similarity(student, teacher)).mean()
+    torch.testing.assert_close(embedding_regression(student, teacher), expected)
+    assert embedding_regression(teacher * 3, teacher).abs() < 1e-6  # scale does not matter, direction does
 
 
 def test_uncertainty_loss_half_precision_logits():

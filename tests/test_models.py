@@ -11,6 +11,7 @@ from sfsc_timm.layers import SwitchableLayer
 from conftest import SMALL_INPUT
 
 MODELS = {
+    'sfsc_resnet10t': ResNet,
     'sfsc_resnet18': ResNet,
     'sfsc_resnet34': ResNet,
     'sfsc_resnet50': ResNet,

@@ -17,7 +17,8 @@ from .retrieval_data import RetrievalData
 from .splits import column_array, first_per_class
 
 __all__ = [
-    'FASHION_MNIST_CLASSES', 'FASHION_MNIST_OPEN_TRAIN_CLASSES', 'FASHION_MNIST_HUB_ID', 'DEFAULT_FASHION_MNIST_DIR', 'read_idx', 'fashion_mnist_dir',
+    'FASHION_MNIST_CLASSES', 'FASHION_MNIST_OPEN_TRAIN_CLASSES',
+    'FASHION_MNIST_HUB_ID', 'DEFAULT_FASHION_MNIST_DIR', 'read_idx', 'fashion_mnist_dir',
     'load_fashion_mnist',
 ]
 

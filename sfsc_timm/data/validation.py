@@ -94,7 +94,8 @@ def carve_validation(train: datasets.Dataset, *, mode: str = 'auto', fraction: f
             if take < 2 or len(members) - take < 1:
                 raise ValueError(
                     f'val_split=images: class {label} has {len(members)} training images, too few to hold out '
-                    f'{fraction:.0%} of them (2 at least, and 1 left to train on). Raise val_fraction or use more data.')
+                    f'{fraction:.0%} of them (2 at least, and 1 left to train on). Raise val_fraction or use more '
+                    'data.')
             held[rng.choice(members, size=take, replace=False)] = True
         held_classes = classes
         per_class = max(1, int(round(held.sum() / len(classes) / _IMAGES_QUERY_SHARE)))

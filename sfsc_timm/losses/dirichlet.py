@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'EVIDENCE_FUNCTIONS', 'evidence_to_alpha', 'dirichlet_uncertainty', 'dirichlet_expected_ce', 'remove_target_evidence',
-    'kl_dirichlet_to_uniform',
+    'EVIDENCE_FUNCTIONS', 'evidence_to_alpha', 'dirichlet_uncertainty', 'dirichlet_expected_ce',
+    'remove_target_evidence', 'kl_dirichlet_to_uniform',
 ]
 
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 
 from .dirichlet import (
-    EVIDENCE_FUNCTIONS, dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform, remove_target_evidence,
+    EVIDENCE_FUNCTIONS, dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform,
+    remove_target_evidence,
 )
 
 __all__ = ['UncertaintyLossOutput', 'UncertaintyCompatibleLoss', 'width_priorities']
@@ -42,7 +43,8 @@ class UncertaintyCompatibleLoss(nn.Module):
     def __init__(self, kl_coef: float = 1.0, kl_anneal_epochs: float = 10.0, evidence: str = 'softplus'):
         super().__init__()
         if evidence not in EVIDENCE_FUNCTIONS:
-            raise ValueError(f'unknown evidence function {evidence!r}; expected one of {", ".join(EVIDENCE_FUNCTIONS)}.')
+            raise ValueError(f'unknown evidence function {evidence!r}; expected one of '
+                             f'{", ".join(EVIDENCE_FUNCTIONS)}.')
         self.kl_coef = kl_coef
         self.kl_anneal_epochs = kl_anneal_epochs
         self.evidence = evidence

@@ -1,4 +1,4 @@
-"""Switchable ResNets (He et al. 2016) on timm's ResNet: ``sfsc_resnet18/34/50/101``."""
+"""Switchable ResNets (He et al. 2016) on timm's ResNet: ``sfsc_resnet10t/18/34/50/101``."""
 from timm.models import generate_default_cfgs, register_model
 
 from .default_cfg import sfsc_cfg
@@ -11,11 +11,18 @@ def _cfg(**kwargs):
 
 
 default_cfgs = generate_default_cfgs({
+    'sfsc_resnet10t': sfsc_cfg('backbone.conv1.0'),
     'sfsc_resnet18': _cfg(),
     'sfsc_resnet34': _cfg(),
     'sfsc_resnet50': _cfg(),
     'sfsc_resnet101': _cfg(),
 })
+
+
+@register_model
+def sfsc_resnet10t(pretrained: bool = False, **kwargs) -> EmbeddingNet:
+    """Switchable ResNet-10-T (timm's tiered-stem ResNet-10): half ResNet-18's compute, for CPU benchmarks."""
+    return create_sfsc_model('sfsc_resnet10t', 'resnet10t', pretrained, **kwargs)
 
 
 @register_model

@@ -11,12 +11,8 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
+from ..losses import embedding_regression
 from .steps import SummedLossStep, register_method
-
-
-def embedding_regression(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean ``1 - cos(student, teacher)``: the student embeds into the teacher's (cosine) metric space."""
-    return (1 - F.cosine_similarity(student.float(), teacher.float(), dim=1)).mean()
 
 
 @register_method('independent')

@@ -17,6 +17,7 @@ import yaml
 
 from ..atomic_io import write_text_atomically
 from ..data.validation import VAL_SPLITS
+from ..losses.dirichlet import EVIDENCE_FUNCTIONS
 from ..layers import check_widths
 
 __all__ = [
@@ -49,6 +50,8 @@ class TrainConfig:
     priority: str = 'uncertainty'  # uncertainty or uniform width priorities (sfsc, sfsc_no_proj)
     kl_coef: float = 1.0
     kl_anneal_epochs: float = 10.0
+    evidence: str = 'softplus'  # logits -> Dirichlet evidence: softplus (the seed's) or exp
+    lambda_align: float = 0.0  # sfsc methods: weight of each narrower width's regression onto the widest embedding
     lambda_tri: float = 0.0  # weight of the batch-hard triplet loss on the embedding (re-ID recipes)
     triplet_margin: float = 0.3
     label_smoothing: float = 0.0  # cross-entropy methods only
@@ -182,7 +185,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     cfg.widths = list(widths)
     if cfg.method not in METHODS:
         raise ConfigError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
-    choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS)
+    choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS,
+                   evidence=EVIDENCE_FUNCTIONS)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(allowed)}.')
@@ -197,8 +201,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ('max_train', 'val_max_query', 'val_max_gallery', 'eval_max_query', 'eval_max_gallery', 'embed_dim'):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f'recipe key {name} must be >= 1 or null (all), got {getattr(cfg, name)}.')
-    for name in ('lr', 'kl_coef', 'lambda_tri', 'weight_decay', 'warmup_lr', 'min_lr', 'momentum', 'hflip', 're_prob',
-                 'label_smoothing', 'drop_path_rate', 'crop_pct', 'workers', 'warmup_epochs'):
+    for name in ('lr', 'kl_coef', 'lambda_tri', 'lambda_align', 'weight_decay', 'warmup_lr', 'min_lr', 'momentum',
+                 'hflip', 're_prob', 'label_smoothing', 'drop_path_rate', 'crop_pct', 'workers', 'warmup_epochs'):
         value = getattr(cfg, name)
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f'recipe key {name} must be a finite number >= 0, got {value}.')

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 from timm.optim import create_optimizer_v2
 
-from ..losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, width_priorities
+from ..losses import (
+    BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, embedding_regression, width_priorities,
+)
 from ..optim import GradientProjection
 from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
 from .params import shared_params
@@ -43,12 +45,14 @@ class StepResult:
         priorities: Each width's priority (ones when the method has none), widest first.
         num_conflicts: Gradient pairs projected this step (0 without projection).
         skipped: The loss was non-finite on some rank, so nothing was updated.
+        uncertainties: Each width's mean Dirichlet uncertainty ``u = C / S`` (methods with the uncertainty loss).
     """
     loss: float
     width_losses: List[float] = field(default_factory=list)
     priorities: List[float] = field(default_factory=list)
     num_conflicts: int = 0
     skipped: bool = False
+    uncertainties: List[float] = field(default_factory=list)
 
 
 class TrainStep:
@@ -142,8 +146,9 @@ class SFSCStep(TrainStep):
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         super().__init__(net, cfg, dist_info)
-        self.uncertainty_loss = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs)
+        self.uncertainty_loss = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs, evidence=cfg.evidence)
         self.ce_loss = _cross_entropy(cfg.label_smoothing)
+        self.lambda_align = cfg.lambda_align
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         inner = super().create_optimizer()
@@ -152,9 +157,14 @@ class SFSCStep(TrainStep):
         return GradientProjection(inner, shared_params(self.net), num_tasks=len(self.widths), generator=generator,
                                   projection_mode=self.projection_mode)
 
-    def width_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor,
-                   epoch: float) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(loss of one width, its detached mean uncertainty or None)."""
+    def width_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor, epoch: float,
+                   full_embedding: Optional[torch.Tensor] = None
+                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """(loss of one width, its detached mean uncertainty or None, its embedding).
+
+        With ``lambda_align > 0`` a narrower width also regresses ``full_embedding`` (the widest width's embedding
+        of the batch, detached): in-place distillation, which aligns the widths beyond the classifier's row space.
+        """
         embedding, logits = self.forward_width(width, images)
         if self.use_uncertainty:
             out = self.uncertainty_loss(logits, labels, epoch)
@@ -162,7 +172,11 @@ class SFSCStep(TrainStep):
         else:
             loss, uncertainty = self.ce_loss(logits.float(), labels), None
         extra = self.metric_loss(embedding, labels)
-        return (loss if extra is None else loss + extra), uncertainty
+        if extra is not None:
+            loss = loss + extra
+        if self.lambda_align > 0 and full_embedding is not None:
+            loss = loss + self.lambda_align * embedding_regression(embedding, full_embedding.detach())
+        return loss, uncertainty, embedding
 
     def priorities(self, uncertainties: List[Optional[torch.Tensor]]) -> torch.Tensor:
         """pi_w from the mean uncertainties, averaged over ranks first so every rank weights the widths alike."""
@@ -176,7 +190,12 @@ class SFSCStep(TrainStep):
         opt.zero_grad()
         snapshot = self._snapshot_norm_stats()
         # every width's forward comes first: the priorities need all uncertainties before any backward
-        losses, uncertainties = zip(*(self.width_loss(w, images, labels, epoch) for w in self.widths))
+        losses, uncertainties, full_embedding = [], [], None
+        for width in self.widths:  # widest first, so the narrower widths can align to its embedding
+            loss, uncertainty, embedding = self.width_loss(width, images, labels, epoch, full_embedding)
+            losses.append(loss)
+            uncertainties.append(uncertainty)
+            full_embedding = embedding if full_embedding is None else full_embedding
         values = torch.stack([loss.detach().float() for loss in losses])
         if any_rank(not bool(torch.isfinite(values).all()), self.dist.device):
             self._restore(snapshot)
@@ -190,7 +209,8 @@ class SFSCStep(TrainStep):
         if self.scaler is not None:
             self.scaler.update()
         return StepResult(loss=float((priorities.to(values) * values).sum()), width_losses=values.tolist(),
-                          priorities=priorities.tolist(), num_conflicts=opt.last_num_conflicts)
+                          priorities=priorities.tolist(), num_conflicts=opt.last_num_conflicts,
+                          uncertainties=[float(u) for u in uncertainties if u is not None])
 
 
 @register_method('sfsc_no_proj')

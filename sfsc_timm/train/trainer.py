@@ -136,6 +136,7 @@ class Trainer:
         self.net.train()
         self.data.sampler.set_epoch(epoch)
         loss_meter = AverageMeter()
+        width_meters: Dict[str, List[AverageMeter]] = {}  # per-width means of what the step reports
         conflicts, skipped, consecutive = 0, 0, 0
         num_updates = epoch * self.updates_per_epoch
         bar = tqdm(self.data.loader, desc=f'epoch {epoch + 1}/{self.total_epochs}', leave=False,
@@ -158,13 +159,20 @@ class Trainer:
             consecutive = 0
             num_updates += 1
             loss_meter.update(result.loss, images.shape[0])
+            for key in ('width_losses', 'priorities', 'uncertainties'):
+                values = getattr(result, key)
+                meters = width_meters.setdefault(key, [AverageMeter() for _ in values])
+                for meter, value in zip(meters, values):
+                    meter.update(value)
             conflicts += result.num_conflicts
             self.scheduler.step_update(num_updates=num_updates)
             bar.set_postfix(loss=f'{result.loss:.3f}', conflicts=result.num_conflicts,
                             lr=f'{self.step.optimizer.param_groups[0]["lr"]:.3g}')
         bar.close()
+        # widest first, as the step reports them; uncertainties only for methods with the uncertainty loss
+        per_width = {key: [round(m.avg, 6) for m in meters] for key, meters in width_meters.items() if meters}
         return dict(train_loss=loss_meter.avg, conflicts=conflicts, skipped_steps=skipped,
-                    lr=self.step.optimizer.param_groups[0]['lr'])
+                    lr=self.step.optimizer.param_groups[0]['lr'], **per_width)
 
     def evaluate(self, query, gallery, desc: str):
         """Compatibility matrix of every width pair (rank 0 only)."""
