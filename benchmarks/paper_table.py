@@ -22,7 +22,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -31,10 +31,23 @@ from sfsc_timm.eval import format_compatibility_table, parameter_share_label, pl
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
-METHODS = ['independent', 'sfsc', 'bct_s', 'asymmetric_s', 'bct', 'asymmetric', 'sfsc_no_proj', 'sfsc_no_unc']
-LABELS = {'independent': 'Unified Model (independent)', 'sfsc': 'Ours (SFSC)', 'bct_s': 'BCT-S',
-          'asymmetric_s': 'Asymmetric-S', 'bct': 'BCT', 'asymmetric': 'Asymmetric',
-          'sfsc_no_proj': 'SFSC w/o projection', 'sfsc_no_unc': 'SFSC w/o uncertainty loss'}
+# row name -> (trainer method, extra trainer arguments, label). The first eight are the seed's table; sfsc_ipd is this
+# project's open-set remedy (docs/open_set.md) and its ablations change one of its settings each.
+ROWS: Dict[str, Tuple[str, List[str], str]] = {
+    'independent': ('independent', [], 'Unified Model (independent)'),
+    'sfsc': ('sfsc', [], 'Ours (SFSC, as the seed states it)'),
+    'bct_s': ('bct_s', [], 'BCT-S'),
+    'asymmetric_s': ('asymmetric_s', [], 'Asymmetric-S'),
+    'bct': ('bct', [], 'BCT'),
+    'asymmetric': ('asymmetric', [], 'Asymmetric'),
+    'sfsc_no_proj': ('sfsc_no_proj', [], 'SFSC w/o projection'),
+    'sfsc_no_unc': ('sfsc_no_unc', [], 'SFSC w/o uncertainty loss'),
+    'sfsc_ipd': ('sfsc_ipd', [], 'SFSC-IPD (exp evidence, no KL, in-place distillation)'),
+    'sfsc_ipd_no_align': ('sfsc_ipd', ['--lambda-align', '0'], 'SFSC-IPD w/o in-place distillation'),
+    'sfsc_ipd_softplus': ('sfsc_ipd', ['--evidence', 'softplus'], 'SFSC-IPD with softplus evidence'),
+    'sfsc_ipd_kl': ('sfsc_ipd', ['--kl-coef', '1'], 'SFSC-IPD with the KL term'),
+}
+METHODS = list(ROWS)[:8]  # the default: the seed's table
 _CPU_FASHION = ['--model', 'sfsc_resnet18', '--input-size', '3', '32', '32', '--embed-dim', '128',
                 '--max-train', '3000', '--epochs', '4', '--batch-size', '64', '--eval-every', '100',
                 '--eval-max-query', '500', '--eval-max-gallery', '4500']
@@ -56,16 +69,18 @@ BENCHMARKS = {
 PAPER_COLUMNS = [(0.25, 0.25), (0.25, 1.0), (0.5, 0.5), (0.75, 0.75), (1.0, 1.0)]
 
 
-def run_one(method: str, seed: int, folder: Path, dataset: str, setting: List[str], extra: List[str],
+def run_one(row: str, seed: int, folder: Path, dataset: str, setting: List[str], extra: List[str],
             threads: Optional[int] = None) -> Dict:
-    """Train (or resume) one run unless it is exported; its metrics, wall seconds and CPU seconds."""
+    """Train (or resume) one run of a row unless it is exported; its metrics, wall seconds and CPU seconds."""
     metrics_file = folder / 'export' / 'metrics.json'
+    method, row_args, _ = ROWS[row]
     if not metrics_file.is_file():
         command = [sys.executable, '-m', 'sfsc_timm.train', '-c', str(RECIPE), '--dataset', dataset, *setting,
-                   '--method', method, '--seed', str(seed), '--output', str(folder), '--no-progress', *extra]
+                   '--method', method, *row_args, '--seed', str(seed), '--output', str(folder), '--no-progress',
+                   *extra]
         if (folder / 'checkpoints' / 'last').is_dir():
             command += ['--resume', str(folder)]
-        print(f'--- {method} seed {seed}: {" ".join(command[1:])}', flush=True)
+        print(f'--- {row} seed {seed}: {" ".join(command[1:])}', flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         start = time.time()
         env = dict(os.environ, **({'OMP_NUM_THREADS': str(threads)} if threads else {}))
@@ -74,10 +89,10 @@ def run_one(method: str, seed: int, folder: Path, dataset: str, setting: List[st
             # CPU time of this run alone (not of the other jobs sharing the machine): what the budget is made of
             _, status, usage = os.wait4(process.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f'{method} seed {seed} failed; see {folder / "train.log"}')
+            raise RuntimeError(f'{row} seed {seed} failed; see {folder / "train.log"}')
         timing = dict(seconds=round(time.time() - start, 1), cpu_seconds=round(usage.ru_utime + usage.ru_stime, 1))
         write_json_atomically(folder / 'timing.json', timing)
-        print(f'--- {method} seed {seed} done: {timing}', flush=True)
+        print(f'--- {row} seed {seed} done: {timing}', flush=True)
     metrics = json.loads(metrics_file.read_text())
     timing_file = folder / 'timing.json'
     metrics['timing'] = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
@@ -109,7 +124,7 @@ def build_table(results: Dict[str, Dict[int, Dict]]) -> Dict:
         matrices = torch.tensor([r['matrix'] for r in runs])
         summaries = [matrix_summary(r['matrix']) for r in runs]
         rows[method] = dict(
-            label=LABELS[method], seeds=sorted(by_seed), widths=widths,
+            label=ROWS[method][2], method=ROWS[method][0], args=ROWS[method][1], seeds=sorted(by_seed), widths=widths,
             mean_matrix=matrices.mean(0).tolist(),
             std_matrix=(matrices.std(0) if len(runs) > 1 else torch.zeros_like(matrices[0])).tolist(),
             columns={f'{q:g}->{g:g}': mean_std([r['matrix'][index[q]][index[g]] for r in runs])
@@ -141,7 +156,8 @@ def markdown(rows: Dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--benchmark', choices=sorted(BENCHMARKS), default='fashion_mnist')
-    parser.add_argument('--methods', nargs='+', default=METHODS, choices=METHODS)
+    parser.add_argument('--methods', nargs='+', default=METHODS, choices=list(ROWS),
+                        help='table rows: a method, or a method with changed settings (see ROWS)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
     parser.add_argument('--setting', choices=('cpu', 'gpu'), default='gpu' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--output', type=Path, default=None,
@@ -165,7 +181,7 @@ def main() -> int:
             future.result()
     # the table covers every finished run under OUTPUT, so separate invocations add up
     results: Dict[str, Dict[int, Dict]] = {}
-    for method in METHODS:
+    for method in ROWS:
         for folder in sorted((output / 'runs' / method).glob('seed_*')):
             if (folder / 'export' / 'metrics.json').is_file():
                 results.setdefault(method, {})[int(folder.name[5:])] = run_one(

@@ -48,10 +48,12 @@ class TrainConfig:
     # --- method (DESIGN section 3) ---
     method: str = 'sfsc'  # sfsc, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct, asymmetric
     priority: str = 'uncertainty'  # uncertainty or uniform width priorities (sfsc, sfsc_no_proj)
-    kl_coef: float = 1.0
-    kl_anneal_epochs: float = 10.0
-    evidence: str = 'softplus'  # logits -> Dirichlet evidence: softplus (the seed's) or exp
-    lambda_align: float = 0.0  # sfsc methods: weight of each narrower width's regression onto the widest embedding
+    # the uncertainty loss's settings; null takes the method's own (sfsc: the seed's softplus evidence, KL weight 1
+    # reached after 10 epochs; sfsc_exp: exp evidence, no KL term; see docs/open_set.md)
+    kl_coef: Optional[float] = None
+    kl_anneal_epochs: Optional[float] = None
+    evidence: Optional[str] = None  # logits -> Dirichlet evidence: softplus or exp
+    lambda_align: Optional[float] = None  # in-place distillation: each narrower width regresses the widest embedding
     lambda_tri: float = 0.0  # weight of the batch-hard triplet loss on the embedding (re-ID recipes)
     triplet_margin: float = 0.3
     label_smoothing: float = 0.0  # cross-entropy methods only
@@ -185,6 +187,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     cfg.widths = list(widths)
     if cfg.method not in METHODS:
         raise ConfigError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
+    method = METHODS[cfg.method]
+    for name, value in method.defaults.items():  # null: the method's own setting
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    if cfg.lambda_align > 0 and not method.aligns_widths:
+        aligning = sorted(name for name, m in METHODS.items() if m.aligns_widths)
+        raise ConfigError(f'lambda_align applies to the method(s) {", ".join(aligning)}, not to {cfg.method}; set '
+                          f'lambda_align: 0 or null, or choose one of those methods.')
     choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS,
                    evidence=EVIDENCE_FUNCTIONS)
     for name, allowed in choices.items():

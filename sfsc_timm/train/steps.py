@@ -66,6 +66,10 @@ class TrainStep:
 
     network = 'supernet'  # or 'model_set': one static model per width (sfsc_timm.models.ModelSet)
     num_stages = 1  # methods that train the full model first, then the others, have 2 (epochs are per stage)
+    # recipe keys left null take these: the uncertainty loss as the seed states it (DESIGN: softplus evidence, KL
+    # weight 1 reached after 10 epochs), no in-place distillation
+    defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0)
+    aligns_widths = False  # whether lambda_align (in-place distillation) means anything to this method
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         if not getattr(net, 'num_classes', 0):
@@ -211,6 +215,19 @@ class SFSCStep(TrainStep):
         return StepResult(loss=float((priorities.to(values) * values).sum()), width_losses=values.tolist(),
                           priorities=priorities.tolist(), num_conflicts=opt.last_num_conflicts,
                           uncertainties=[float(u) for u in uncertainties if u is not None])
+
+
+@register_method('sfsc_ipd')
+class SFSCInPlaceDistillationStep(SFSCStep):
+    """SFSC for identities never seen in training (docs/open_set.md): the seed's priorities and gradient projection,
+    with the uncertainty loss made to work with hundreds of classes and the widths aligned beyond the classifier.
+
+    Three changes to ``sfsc``, each a recipe key (so each can be ablated alone): exp evidence instead of softplus
+    (``evidence``), no KL term (``kl_coef: 0``), and in-place distillation (``lambda_align: 1``, Yu & Huang 2019,
+    Universally Slimmable Networks): every narrower width also regresses the widest width's detached embedding.
+    """
+    defaults = dict(SFSCStep.defaults, evidence='exp', kl_coef=0.0, lambda_align=1.0)
+    aligns_widths = True
 
 
 @register_method('sfsc_no_proj')
