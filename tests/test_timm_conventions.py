@@ -73,9 +73,9 @@ def test_num_features_head_hidden_size_and_pool_size(name):
         assert model.pretrained_cfg['first_conv'] + '.weight' in model.state_dict()
 
 
-@pytest.mark.parametrize('name, width, static', [('sfsc_resnet18', 0.25, False), ('sfsc_resnet18', 1.0, False),
-                                                 ('sfsc_resnet18', 0.25, True), ('sfsc_mobilenetv3_large_150d', 0.5, False),
-                                                 ('sfsc_mobilenetv3_large_150d', 1.0, True)], ids=_id)
+@pytest.mark.parametrize('name, width, static', [
+    ('sfsc_resnet18', 0.25, False), ('sfsc_resnet18', 1.0, False), ('sfsc_resnet18', 0.25, True),
+    ('sfsc_mobilenetv3_large_150d', 0.5, False), ('sfsc_mobilenetv3_large_150d', 1.0, True)], ids=_id)
 def test_reset_classifier_and_global_pool(name, width, static):
     net = _build(name, width, static=static, num_classes=5).eval()
     x = _x()
