@@ -6,8 +6,8 @@ huggingface/pytorch-image-models). It is copied into a scratch folder together w
 static sub-model at width W. pytest then runs the tests whose id names an ``sfsc_*`` model, one process per run, and
 the per-test outcomes are printed and written to ``benchmarks/results/timm_suite.json``.
 
-    python benchmarks/timm_suite.py /path/to/pytorch-image-models/tests/test_models.py           # supernets
-    python benchmarks/timm_suite.py /path/to/pytorch-image-models/tests/test_models.py --width 0.25   # sub-models
+    python benchmarks/timm_suite.py /path/to/pytorch-image-models/tests/test_models.py --static 0.25
+        # the supernets, then the static sub-models at width 0.25
 """
 import argparse
 import collections
@@ -87,14 +87,14 @@ def summarize(outcomes: Dict[str, str]) -> Dict[str, object]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('test_file', type=Path, help="timm's tests/test_models.py")
-    parser.add_argument('--width', type=float, action='append', default=None,
-                        help='run on the static sub-models at this width (repeatable); default: the supernets')
+    parser.add_argument('--static', type=float, action='append', default=[], metavar='WIDTH',
+                        help='after the supernets, run on the static sub-models at this width (repeatable)')
     parser.add_argument('--no-write', action='store_true', help=f'do not update {RESULTS.relative_to(ROOT)}')
     args = parser.parse_args(argv)
     if not args.test_file.is_file():
         parser.error(f'{args.test_file} does not exist')
     results = {}
-    for width in args.width or [None]:
+    for width in [None] + args.static:
         label = 'supernet' if width is None else f'width {width:g}'
         start = time.time()
         summary = summarize(run_suite(args.test_file, width))

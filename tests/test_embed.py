@@ -76,6 +76,7 @@ def test_folder_of_images(supernet, image_folder, tmp_path):
     expected = _expected(net, 0.25, [Image.open(image_folder / p) for p in paths])
     torch.testing.assert_close(got['embeddings'], expected, rtol=1e-4, atol=1e-5)
     assert got['metadata']['width'] == 0.25 and got['metadata']['normalized'] is True
+    assert sfsc_timm.embed_images is embed_images  # also at the package level
 
 
 def test_every_width_embeds_into_the_same_dimension(supernet, image_folder, tmp_path):

@@ -82,7 +82,7 @@ class SwitchableConv2d(nn.Conv2d, SwitchableLayer):
         self.active_in, self.active_out, self.active_groups = self._shape_at(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # no super() call and no Optional slicing inline: TorchScript compiles this as it is (DESIGN.md §1)
+        # written without super() and without slicing an Optional inline, so that TorchScript compiles the supernet
         if self.active_width == 1.0:
             return self._conv_forward(x, self.weight, self.bias)
         weight = self.weight[:self.active_out, :self.active_in // self.active_groups]

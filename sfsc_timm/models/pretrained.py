@@ -20,7 +20,7 @@ class _InputChannelAdapter:
     """A :class:`CheckpointReader` view whose first-conv weights have ``in_chans`` input channels.
 
     timm adapts a pretrained first conv to another ``in_chans`` with ``adapt_input_conv``; so does this view, on the
-    rows a width reads (the first conv's input channels are never sliced, DESIGN.md §2).
+    rows a width reads (the first conv's input channels are never sliced by any width).
     """
 
     def __init__(self, reader: CheckpointReader, first_conv_weights: Sequence[str], in_chans: int):
