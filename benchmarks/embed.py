@@ -11,6 +11,7 @@ are random: throughput does not depend on their values.
 """
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -81,15 +82,17 @@ def main() -> None:
             rows.append(dict(width=width, images_per_second=round(statistics.median(runs[width]), 1),
                              runs=[round(r, 1) for r in runs[width]],
                              forward_images_per_second=round(forward_images_per_second(model, batch), 1)))
+    load = os.getloadavg()  # other jobs on the machine slow every width alike; say how busy it was
     full = rows[-1]['images_per_second']
     for row in rows:
         row['speedup_vs_full'] = round(row['images_per_second'] / full, 2)
     result = dict(model=args.model, input_size=list(net.pretrained_cfg['input_size']), embed_dim=net.embed_dim,
                   images=args.images, batch_size=args.batch_size, repeats=args.repeats, device=args.device,
-                  threads=torch.get_num_threads(), torch=torch.__version__, machine=platform.processor() or
-                  platform.machine(), rows=rows)
+                  threads=torch.get_num_threads(), cpus=os.cpu_count(), load_average_1_5_15=[round(v, 2) for v in load],
+                  torch=torch.__version__, machine=platform.processor() or platform.machine(), rows=rows)
     print(f'{args.model}, {args.images} JPEG images -> Parquet, batch {args.batch_size}, {args.device}, '
-          f'{torch.get_num_threads()} thread(s), median of {args.repeats}:')
+          f'{torch.get_num_threads()} thread(s), median of {args.repeats}; load average {load[0]:.1f} on '
+          f'{os.cpu_count()} CPUs:')
     print('| width | images/s (embed, end to end) | images/s (forward only) | vs full width |')
     print('| ---: | ---: | ---: | ---: |')
     for row in rows:

@@ -1,4 +1,5 @@
-"""``sfsc-timm embed``: images -> Parquet of unit-norm embeddings, equal to the sub-model's own, in any process count."""
+"""``sfsc-timm embed``: images -> Parquet of unit-norm embeddings, equal to the sub-model's own, with any number of
+processes."""
 import os
 import subprocess
 import sys

@@ -84,7 +84,8 @@ def test_model_card_model_index_is_the_matrix(hub_run):
     assert card.data.to_dict()['model-index'][0]['name'] == REPO_ID.split('/')[-1]
     results = card.data.eval_results  # parsed back from the card's model-index
     assert len(results) == len(WIDTHS) ** 2
-    assert {r.task_type for r in results} == {'image-feature-extraction'} and {r.metric_type for r in results} == {'mAP'}
+    assert {r.task_type for r in results} == {'image-feature-extraction'}
+    assert {r.metric_type for r in results} == {'mAP'}
     assert {r.dataset_type for r in results} == {'zalando-datasets/fashion_mnist'}
     got = {(r.metric_args['query_width'], r.metric_args['gallery_width']): r.metric_value for r in results}
     assert got == {(q, g): round(100 * metrics['matrix'][i][j], 2)

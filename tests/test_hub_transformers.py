@@ -1,5 +1,6 @@
-"""Hugging Face transformers reads our exports: ``AutoModel.from_pretrained`` and ``pipeline('image-feature-extraction')``
-(transformers' TimmWrapper reads timm's config.json; importing sfsc_timm registers the architectures with timm)."""
+"""Hugging Face transformers reads our exports: ``AutoModel.from_pretrained`` and
+``pipeline('image-feature-extraction')`` (transformers' TimmWrapper reads timm's config.json; importing sfsc_timm
+registers the architectures with timm)."""
 import json
 
 import pytest

@@ -22,7 +22,8 @@ from sfsc_timm.layers import width_channels
 pytestmark = pytest.mark.filterwarnings('ignore:`torch.jit.*` is deprecated:FutureWarning')
 
 ALL = ['sfsc_resnet18', 'sfsc_resnet34', 'sfsc_resnet50', 'sfsc_resnet101', 'sfsc_mobilenetv3_large_150d']
-FAMILIES = ['sfsc_resnet18', 'sfsc_resnet50', 'sfsc_mobilenetv3_large_150d']  # BasicBlock, Bottleneck, MobileNetV3
+# the two families; the ResNet's Bottleneck (sfsc_resnet50) is scripted below and shaped in the first test
+FAMILIES = ['sfsc_resnet18', 'sfsc_mobilenetv3_large_150d']
 WIDTHS = (0.25, 0.5, 1.0)
 SMALL = dict(input_size=(3, 64, 32), pool_size=(2, 1))  # a 64x32 input keeps every test fast on a CPU
 
@@ -39,11 +40,6 @@ def _build(name, width=None, **kwargs):
     if width is not None and not static:
         net.set_width(width)
     return net
-
-
-def _variants(names):
-    """(name, width, static) for the supernet at every width and the static sub-models at 0.25 and 1.0."""
-    return [(n, w, False) for n in names for w in WIDTHS] + [(n, w, True) for n in names for w in (0.25, 1.0)]
 
 
 def _id(param):
@@ -145,7 +141,10 @@ def test_gradient_checkpointing_changes_nothing(name):
             torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize('name, width, static', _variants(FAMILIES), ids=_id)
+@pytest.mark.parametrize('name, width, static', [
+    ('sfsc_resnet18', 0.25, False), ('sfsc_resnet18', 1.0, False), ('sfsc_resnet18', 0.25, True),
+    ('sfsc_resnet50', 0.5, False), ('sfsc_resnet50', 1.0, True),
+    ('sfsc_mobilenetv3_large_150d', 0.5, False), ('sfsc_mobilenetv3_large_150d', 1.0, True)], ids=_id)
 def test_forward_intermediates(name, width, static):
     net = _build(name, width, static=static).eval()
     x = _x(1)

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
+import timm
 import torch
 from torch import nn
-
-import timm
 
 from ..inference.model import load_embedding_model
 from ..models import save
@@ -105,7 +104,8 @@ def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
     """Export the embedding model at ``width`` of ``source`` and check it against PyTorch.
 
     Args:
-        source: a run or checkpoint folder, or ``hf-hub:ORG/NAME``.
+        source: a run or checkpoint folder, ``hf-hub:ORG/NAME``, or anything else
+            :func:`sfsc_timm.inference.load_embedding_model` takes.
         width: one of the checkpoint's widths.
         format: ``onnx`` (checked with onnxruntime), ``torchscript`` (``torch.jit.script``), ``export``
             (``torch.export``, saved with ``torch.export.save`` as .pt2) or ``hf`` (a folder: model.safetensors and
