@@ -10,3 +10,11 @@ from .layers import DEFAULT_WIDTHS
 from .models import CheckpointError, EmbeddingNet, SwitchableEmbeddingNet, extract, load, save
 
 __version__ = '0.1.0'
+
+
+def __getattr__(name: str):
+    # sfsc_timm.embed_images / load_embedding_model without importing datasets and pyarrow at `import sfsc_timm`
+    if name in ('embed_images', 'load_embedding_model'):
+        from . import inference
+        return getattr(inference, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

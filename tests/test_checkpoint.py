@@ -26,8 +26,8 @@ def _assert_same(model_a, model_b):
 def test_folder_layout(saved_net):
     assert sorted(p.name for p in saved_net.iterdir()) == ['config.json', 'model.safetensors']
     config = json.loads((saved_net / 'config.json').read_text())
-    assert config['architecture'] == 'sfsc_resnet18' and config['num_features'] == 96
-    assert config['model_args'] == dict(num_classes=7, widths=list(SMALL_WIDTHS), embed_dim=96, in_chans=3)
+    assert config['architecture'] == 'sfsc_resnet18' and config['num_classes'] == 7 and config['num_features'] == 512
+    assert config['model_args'] == dict(widths=list(SMALL_WIDTHS), embed_dim=96, in_chans=3, global_pool='avg')
     assert config['pretrained_cfg']['mean'] and config['pretrained_cfg']['input_size'] == [3, 256, 128]
 
 

@@ -45,8 +45,13 @@ def test_export_folder_holds_the_repository_files(hub_run):
     for name in ('model.safetensors', 'config.json', 'metrics.json', 'compatibility.png'):
         assert files[name] == (source / name).read_bytes(), name  # the supernet and its evaluation, byte for byte
     config = json.loads(files['config.json'])
-    assert config['architecture'] == 'sfsc_resnet18' and config['num_features'] == EMBED_DIM
-    assert config['model_args']['widths'] == list(WIDTHS) and config['pretrained_cfg']['input_size'] == [3, 32, 32]
+    assert config['architecture'] == 'sfsc_resnet18' and config['num_classes'] == 10
+    assert config['num_features'] == 512  # timm's meaning: the full width's feature channels
+    assert config['model_args']['widths'] == list(WIDTHS) and config['model_args']['embed_dim'] == EMBED_DIM
+    assert config['pretrained_cfg']['input_size'] == [3, 32, 32]
+    # no key twice: transformers passes model_args as keyword arguments beside its own num_classes
+    parts = [set(config) - {'model_args', 'pretrained_cfg'}, set(config['model_args']), set(config['pretrained_cfg'])]
+    assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:]), parts
     assert yaml.safe_load(files['recipe.yaml']) == RECIPE
     assert not [p for p in hub_run.export_dir.parent.iterdir() if p.name.startswith('.')]  # no staging left
 
@@ -54,6 +59,7 @@ def test_export_folder_holds_the_repository_files(hub_run):
 def test_model_card_metadata(hub_run):
     card = _card(hub_run.export_dir)
     data = card.data
+    assert data.model_name == REPO_ID.split('/')[-1] and card.text.lstrip().startswith(f'# {data.model_name}\n')
     assert data.library_name == 'timm' and data.pipeline_tag == 'image-feature-extraction'
     assert data.license == 'apache-2.0' and data.datasets == ['zalando-datasets/fashion_mnist']
     assert {'sfsc', 'timm', 'image-retrieval', 'image-feature-extraction'} <= set(data.tags)
@@ -70,6 +76,20 @@ def test_model_card_matrix_equals_metrics(hub_run):
     shown = [[float(cell) for cell in row[1:]] for row in rows]
     assert shown == [[round(100 * v, 2) for v in row] for row in metrics['matrix']]  # and as the table shows it
     assert '![Compatibility matrix' in card.text and '(compatibility.png)' in card.text
+
+
+def test_model_card_model_index_is_the_matrix(hub_run):
+    metrics = json.loads((hub_run.run_dir / 'export' / 'metrics.json').read_text())
+    card = _card(hub_run.export_dir)
+    assert card.data.to_dict()['model-index'][0]['name'] == REPO_ID.split('/')[-1]
+    results = card.data.eval_results  # parsed back from the card's model-index
+    assert len(results) == len(WIDTHS) ** 2
+    assert {r.task_type for r in results} == {'image-feature-extraction'}
+    assert {r.metric_type for r in results} == {'mAP'}
+    assert {r.dataset_type for r in results} == {'zalando-datasets/fashion_mnist'}
+    got = {(r.metric_args['query_width'], r.metric_args['gallery_width']): r.metric_value for r in results}
+    assert got == {(q, g): round(100 * metrics['matrix'][i][j], 2)
+                   for i, q in enumerate(WIDTHS) for j, g in enumerate(WIDTHS)}
 
 
 def test_model_card_per_width_table(hub_run):
@@ -106,12 +126,21 @@ def test_trainer_metrics_with_extra_keys_and_recipe(hub_run, tmp_path):
     shutil.copytree(hub_run.run_dir / 'export', source)
     metrics = json.loads((source / 'metrics.json').read_text())
     recipe = dict(RECIPE, epochs=7)
-    metrics.update(recipe=recipe, summary={'mean': metrics['mean']}, best_epoch=3, data_sizes={'test_query': 20})
+    private = str(tmp_path / 'runs' / 'mine')  # where the run was written: nobody else's business
+    metrics.update(recipe=dict(recipe, output=private, data_dir=str(tmp_path / 'data' / 'fashion')),
+                   summary={'mean': metrics['mean']}, best_epoch=3, data_sizes={'test_query': 20})
     (source / 'metrics.json').write_text(json.dumps(metrics))
     out = export_run(source, tmp_path / 'hub', latency_repeats=1)
     card = _card(out)
-    assert yaml.safe_load(re.search(r'```yaml\n(.*?)```', card.text, flags=re.S).group(1)) == recipe
-    assert card.data.sfsc['repo_id'] is None and f"'local-dir:{out.resolve()}'" in card.text
+    public = dict(recipe, data_dir='fashion')  # output dropped, a local path reduced to its folder's name
+    assert yaml.safe_load(re.search(r'```yaml\n(.*?)```', card.text, flags=re.S).group(1)) == public
+    assert yaml.safe_load((out / 'recipe.yaml').read_text()) == public
+    assert json.loads((out / 'metrics.json').read_text())['recipe'] == public
+    assert card.data.sfsc['repo_id'] is None and "'local-dir:hub'" in card.text  # the folder, not where it lies
+    assert card.data.model_name == 'sfsc_resnet18.fashion_mnist' and card.text.lstrip().startswith(
+        '# sfsc_resnet18.fashion_mnist\n')
+    for name in ('README.md', 'recipe.yaml', 'metrics.json', 'config.json'):
+        assert str(tmp_path) not in (out / name).read_text(), name
 
 
 def test_metrics_without_matrix_is_a_clear_error(hub_run, tmp_path):

@@ -40,12 +40,14 @@ def test_static_sub_models_equal_the_supernet(name, tmp_path):
             expected = net(x)
             expected_emb = net.forward_head(net.forward_features(x), pre_logits=True)
             got = sub(x)
-            got_emb = sub.forward_head(sub.forward_features(x), pre_logits=True)
+            features = sub.forward_features(x)
+            got_emb = sub.forward_head(features, pre_logits=True)
+            assert sub.num_features == net.num_features == features.shape[1]  # channels at this width
         assert (got - expected).abs().max() < 1e-4
         assert (got_emb - expected_emb).abs().max() < 1e-4
         assert type(sub.backbone) is MODELS[name]
         assert not any(isinstance(m, SwitchableLayer) for m in sub.modules())
-        assert sub.num_features == net.num_features == got_emb.shape[1]
+        assert sub.head_hidden_size == net.head_hidden_size == got_emb.shape[1]  # D at every width
         params = sum(p.numel() for p in sub.backbone.parameters())
         full_params = full_params or params
         assert abs(params / (width ** 2 * full_params) - 1) <= 0.10, (width, params, full_params)
@@ -88,7 +90,7 @@ def test_forward_does_not_change_with_mode():
 
 def test_timm_conventions():
     net = timm.create_model('sfsc_resnet50', num_classes=10, embed_dim=256)
-    assert net.num_features == net.embed_dim == 256
+    assert net.head_hidden_size == net.embed_dim == 256 and net.num_features == 2048
     assert net.pretrained_cfg['input_size'] == (3, 256, 128) and net.pretrained_cfg['architecture'] == 'sfsc_resnet50'
     assert [f['num_chs'] for f in net.feature_info] == [64, 256, 512, 1024, 2048]
     assert net.feature_info[1]['module'] == 'backbone.layer1'
@@ -101,7 +103,7 @@ def test_timm_conventions():
     assert cfg['input_size'] == (3, 256, 128)
     sub = timm.create_model('sfsc_resnet50', width=0.5, embed_dim=256)
     assert [f['num_chs'] for f in sub.feature_info] == [32, 128, 256, 512, 1024]
-    assert sub.backbone.num_features == 1024 and sub.num_features == 256
+    assert sub.backbone.num_features == sub.num_features == 1024 and sub.head_hidden_size == 256
 
 
 @pytest.mark.parametrize('name', ['sfsc_resnet18', 'sfsc_mobilenetv3_large_150d'])
@@ -110,11 +112,6 @@ def test_features_only_static_sub_model(name):
     outs = features(torch.randn(*SMALL_INPUT))
     assert [o.shape[1] for o in outs] == features.feature_info.channels()
     assert len(outs) == 4
-
-
-def test_features_only_needs_a_width():
-    with pytest.raises(ValueError, match='features_only=True needs a static sub-model: pass width='):
-        timm.create_model('sfsc_resnet18', features_only=True)
 
 
 @pytest.mark.parametrize('name', ['sfsc_resnet18', 'sfsc_mobilenetv3_large_150d'])

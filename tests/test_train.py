@@ -90,7 +90,7 @@ def test_invalid_widths_are_rejected(widths, message):
 
 
 @pytest.mark.parametrize('values, message', [
-    (dict(method='sfsc_typo'), 'available: asymmetric, asymmetric_s, bct, bct_s, independent, sfsc, sfsc_no_proj'),
+    (dict(method='sfsc_typo'), 'available: asymmetric, asymmetric_s, bct, bct_s, independent, sfsc, sfsc_exp, sfsc_ipd, sfsc_no_proj'),
     (dict(sampler='pk', batch_size=10), 'pk_p \\* pk_k'),
     (dict(lr='fast'), "'lr' must be float"), (dict(lambda_tri=1.0), 'sampler: pk'), (dict(model=3), 'must be str'),
 ])
@@ -188,8 +188,8 @@ def test_nonfinite_step_is_skipped_without_changing_anything(monkeypatch):
     original = SFSCStep.width_loss
 
     def nan_at_half_width(self, width, *args):
-        loss, u = original(self, width, *args)
-        return (loss * float('nan') if width == 0.5 else loss), u
+        loss, u, embedding = original(self, width, *args)
+        return (loss * float('nan') if width == 0.5 else loss), u, embedding
 
     monkeypatch.setattr(SFSCStep, 'width_loss', nan_at_half_width)
     result = step(*tiny_batch(), epoch=0.0)
@@ -259,12 +259,12 @@ def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_pa
     original = SFSCStep.width_loss
     calls = {'n': 0}
 
-    def poisoned(self, width, images, labels, epoch):
-        loss, u = original(self, width, images, labels, epoch)
+    def poisoned(self, width, images, labels, epoch, *rest):
+        loss, u, embedding = original(self, width, images, labels, epoch, *rest)
         calls['n'] += 1
         # one bad step in epoch 1 (skipped, training goes on), then every step from epoch 2 on
         bad = epoch >= 1 or calls['n'] in (4, 5, 6)
-        return (loss * float('nan') if bad else loss), u
+        return (loss * float('nan') if bad else loss), u, embedding
 
     monkeypatch.setattr(SFSCStep, 'width_loss', poisoned)
     args = tiny_args(tmp_path, 'run', 3, '--max-nonfinite-steps', '3')

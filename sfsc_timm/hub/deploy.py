@@ -1,30 +1,35 @@
-"""``sfsc-timm export-width``: one width of a supernet as a deployable embedding model (ONNX, TorchScript, .pt2).
+"""``sfsc-timm export-width``: one width of a supernet as a deployable embedding model (ONNX, TorchScript, .pt2,
+or a timm / Hugging Face folder that ``timm.create_model('local-dir:...')`` and ``transformers.AutoModel`` load).
 
 What is exported is the **embedding model**: the static sub-model at that width with its training classifier removed
 (``reset_classifier(0)``), so ``model(images)`` is the (B, D) embedding ``forward_head(x, pre_logits=True)``, the same
 D at every width. It is not L2-normalised; normalise it before cosine ranking, as the evaluation does. The batch axis
-is dynamic. Every export is checked against PyTorch on sample batches of two sizes (ONNX with onnxruntime) and written
-only if the largest difference is within the tolerance; the file is written next to its target and renamed into place.
+is dynamic. Every export is checked against PyTorch on sample batches of two sizes (ONNX with onnxruntime, the folder
+by loading it back with timm) and written only if the largest difference is within the tolerance; the file (folder)
+is written next to its target and renamed into place.
 """
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
+import timm
 import torch
 from torch import nn
 
-from ..models import load
+from ..inference.model import load_embedding_model
+from ..models import save
+from ..models.checkpoint import replace_folder
 from ._files import give_default_permissions
-from .run_folder import ExportError, find_checkpoint_folder
 
 __all__ = ['FORMATS', 'DeployError', 'DeployResult', 'load_embedding_model', 'export_width', 'build_parser', 'main']
 
-FORMATS = {'onnx': '.onnx', 'torchscript': '.pt', 'export': '.pt2'}
+FORMATS = {'onnx': '.onnx', 'torchscript': '.pt', 'export': '.pt2', 'hf': ''}  # hf: a folder
 INPUT_NAME, OUTPUT_NAME = 'images', 'embeddings'
 CHECK_BATCH_SIZES = (1, 3)  # differ from the tracing batch (2): proves the dynamic batch axis
 METADATA_NAME = 'sfsc.json'
@@ -43,21 +48,6 @@ class DeployResult:
     input_size: Tuple[int, ...]
     max_abs_diff: float
     checked_with: str
-
-
-def load_embedding_model(source: Union[str, Path], width: float) -> nn.Module:
-    """The static embedding model at ``width`` from a run / checkpoint folder or ``hf-hub:ORG/NAME``, in eval mode."""
-    source = str(source)
-    if not source.startswith(('hf-hub:', 'hf_hub:')):
-        path = Path(source.removeprefix('local-dir:'))
-        if not path.exists() and source.count('/') == 1 and not source.startswith(('.', '/')):
-            raise ExportError(f'{source} is not a local folder. For a Hub repository write hf-hub:{source}.')
-        source = str(find_checkpoint_folder(path))
-    model = load(source, width=width)
-    if hasattr(model, 'set_width'):
-        raise ExportError(f'{source} gave a switchable supernet for width={width}; pass a width the checkpoint has.')
-    model.reset_classifier(0)
-    return model.eval()
 
 
 def _metadata(model: nn.Module, source: str) -> Dict[str, str]:
@@ -97,7 +87,16 @@ def _export_program(model: nn.Module, sample: torch.Tensor, path: Path, metadata
     return lambda x: reloaded(x)
 
 
-_EXPORTERS = {'onnx': _export_onnx, 'torchscript': _export_torchscript, 'export': _export_program}
+def _export_folder(model: nn.Module, sample: torch.Tensor, path: Path, metadata: Dict[str, str]) -> Callable:
+    # model.safetensors + config.json of the static embedding model: timm's layout, which transformers' TimmWrapper
+    # reads (AutoModel, pipeline('image-feature-extraction')) once sfsc_timm is imported
+    save(model, path)
+    reloaded = timm.create_model(f'local-dir:{path}', pretrained=True).eval()
+    return lambda x: reloaded(x)
+
+
+_EXPORTERS = {'onnx': _export_onnx, 'torchscript': _export_torchscript, 'export': _export_program,
+              'hf': _export_folder}
 
 
 def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
@@ -105,11 +104,13 @@ def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
     """Export the embedding model at ``width`` of ``source`` and check it against PyTorch.
 
     Args:
-        source: a run or checkpoint folder, or ``hf-hub:ORG/NAME``.
+        source: a run or checkpoint folder, ``hf-hub:ORG/NAME``, or anything else
+            :func:`sfsc_timm.inference.load_embedding_model` takes.
         width: one of the checkpoint's widths.
-        format: ``onnx`` (checked with onnxruntime), ``torchscript`` (``torch.jit.script``) or ``export``
-            (``torch.export``, saved with ``torch.export.save`` as .pt2).
-        output: the file to write; default ``ARCH_wWIDTH.EXT`` in the working folder.
+        format: ``onnx`` (checked with onnxruntime), ``torchscript`` (``torch.jit.script``), ``export``
+            (``torch.export``, saved with ``torch.export.save`` as .pt2) or ``hf`` (a folder: model.safetensors and
+            config.json of the static embedding model, for timm's ``local-dir:``, the Hub and transformers).
+        output: the file (folder) to write; default ``ARCH_wWIDTH.EXT`` (``ARCH_wWIDTH``) in the working folder.
         atol: the largest absolute difference from PyTorch's embeddings that is accepted.
 
     Raises:
@@ -125,20 +126,23 @@ def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
     input_size = tuple(cfg['input_size'])
     sample = torch.randn(2, *input_size, generator=generator)
     checks = [torch.randn(b, *input_size, generator=generator) for b in CHECK_BATCH_SIZES]
-    fd, temp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=FORMATS[format], dir=path.parent)
-    os.close(fd)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
+    temp = staging / f'export{FORMATS[format]}'
     try:
-        run_exported = _EXPORTERS[format](model, sample, Path(temp), _metadata(model, str(source)))
+        run_exported = _EXPORTERS[format](model, sample, temp, _metadata(model, str(source)))
         max_diff, shape = _compare(model, run_exported, checks)
         if not max_diff <= atol:
             raise DeployError(f'the {format} export of width {width} differs from PyTorch by up to {max_diff:.3g} '
                               f'(tolerance {atol:g}); nothing was written to {path}.')
         give_default_permissions(temp)
-        os.replace(temp, path)
+        if temp.is_dir():
+            replace_folder(temp, path)
+        else:
+            os.replace(temp, path)
     finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-    checked_with = 'onnxruntime' if format == 'onnx' else f'the reloaded {format} file'
+        shutil.rmtree(staging, ignore_errors=True)
+    checked_with = {'onnx': 'onnxruntime', 'hf': "timm.create_model('local-dir:...')"}.get(
+        format, f'the reloaded {format} file')
     return DeployResult(path=path, format=format, width=float(width), embed_dim=shape[-1], input_size=input_size,
                         max_abs_diff=max_diff,
                         checked_with=checked_with)
@@ -165,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('source', help='run or checkpoint folder, or hf-hub:ORG/NAME')
     parser.add_argument('--width', type=float, required=True, help='one of the checkpoint\'s widths')
     parser.add_argument('--format', choices=list(FORMATS), default='onnx',
-                        help='onnx (checked with onnxruntime), torchscript (torch.jit.script) or export '
-                             '(torch.export, .pt2)')
-    parser.add_argument('--output', type=Path, default=None, help='file to write (default: ARCH_wWIDTH.EXT)')
+                        help='onnx (checked with onnxruntime), torchscript (torch.jit.script), export '
+                             '(torch.export, .pt2) or hf (a timm / transformers folder)')
+    parser.add_argument('--output', type=Path, default=None,
+                        help='file (folder for hf) to write (default: ARCH_wWIDTH.EXT)')
     parser.add_argument('--atol', type=float, default=1e-4, help='largest accepted difference from PyTorch')
     return parser
 

@@ -5,6 +5,7 @@ The folder holds ``model.safetensors`` (the supernet), ``config.json`` (timm's l
 ``recipe.yaml``. It is written next to ``OUT_DIR`` and swapped in whole, so a good export is never half-overwritten.
 """
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -15,10 +16,10 @@ import yaml
 
 from ..eval import plot_compatibility_heatmap
 from ..models import CheckpointError, load
-from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, replace_folder
+from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, replace_folder, tidy_config
 from ._files import give_default_permissions
 from .measure import Measurement, measure_widths
-from .model_card import build_model_card
+from .model_card import build_model_card, public_name, public_recipe
 from .run_folder import HEATMAP_NAME, METRICS_NAME, RECIPE_NAME, ExportError, RunFolder, read_run
 
 __all__ = ['CARD_NAME', 'EXPORT_FILES', 'export_run', 'check_output_folder', 'build_parser', 'main']
@@ -94,13 +95,27 @@ def export_run(
 def _write_files(run: RunFolder, staging: Path) -> None:
     for name in (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME):  # byte for byte: the card reports exactly these
         shutil.copyfile(run.folder / name, staging / name)
+    tidy_config(staging / CONFIG_NAME)  # a checkpoint saved before config.json stopped repeating keys
+    _make_metrics_public(staging / METRICS_NAME)
     if run.heatmap is not None:
         shutil.copyfile(run.heatmap, staging / HEATMAP_NAME)
     else:
         plot_compatibility_heatmap(run.metrics['matrix'], run.metrics['widths'], staging / HEATMAP_NAME,
                                    title=f'{run.architecture}: mAP (%)')
     if run.recipe:
-        (staging / RECIPE_NAME).write_text(yaml.safe_dump(run.recipe, sort_keys=False))
+        (staging / RECIPE_NAME).write_text(yaml.safe_dump(public_recipe(run.recipe), sort_keys=False))
+
+
+def _make_metrics_public(path: Path) -> None:
+    """Take local paths out of metrics.json's recipe and dataset (a public repository holds it); else keep it as is."""
+    metrics = json.loads(path.read_text())
+    public = dict(metrics)
+    if isinstance(metrics.get('recipe'), dict):
+        public['recipe'] = public_recipe(metrics['recipe'])
+    if isinstance(metrics.get('dataset'), str):
+        public['dataset'] = public_name(metrics['dataset'])
+    if public != metrics:
+        path.write_text(json.dumps(public, indent=2))
 
 
 def _print_measurement(measurement: Measurement) -> None:

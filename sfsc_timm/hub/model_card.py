@@ -2,21 +2,24 @@
 
 Every number in the card comes from the run's metrics.json or from measuring the checkpoint; none is typed in.
 """
+import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .._resources import shipped_file
 from ..data.fashion_mnist import FASHION_MNIST_HUB_ID
 from ..eval import format_compatibility_table, parameter_share_label, summarize_compatibility
 from .measure import Measurement
 from .run_folder import HEATMAP_NAME, RunFolder
 
-__all__ = ['TEMPLATE_PATH', 'CARD_METADATA_KEY', 'build_model_card', 'card_tags', 'hub_dataset_ids', 'card_repo_id']
+__all__ = ['TEMPLATE_NAME', 'CARD_METADATA_KEY', 'build_model_card', 'card_tags', 'hub_dataset_ids', 'card_repo_id',
+           'model_name', 'public_recipe', 'public_name', 'compatibility_eval_results']
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / 'model_cards' / 'sfsc_model_card.md'
+TEMPLATE_NAME = 'sfsc_model_card.md'  # in model_cards/ of the source tree, shipped inside the wheel
 CARD_METADATA_KEY = 'sfsc'  # the card's machine-readable block: widths, compatibility matrix, repo id
 BASE_TAGS = ('sfsc', 'timm', 'image-feature-extraction', 'image-retrieval', 'compatible-embeddings',
              'switchable-network')
@@ -43,6 +46,45 @@ def card_tags(dataset: Optional[str], extra: Sequence[str] = ()) -> List[str]:
     if dataset and _REID_NAMES.search(dataset):
         tags.append('person-reid')
     return list(dict.fromkeys(tags + list(extra)))
+
+
+def public_name(value: str) -> str:
+    """``value`` as it may appear in a public card: a local path becomes its last component (a folder's name tells
+    which data set it is; the directories above it are the user's own)."""
+    local = os.path.isabs(value) or value.startswith(('.', '~')) or (os.sep in value and Path(value).exists())
+    return Path(value).expanduser().name if local else value
+
+
+def public_recipe(recipe: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The recipe without where the run was written (``output``) and with local paths reduced to their names."""
+    if recipe is None:
+        return None
+    return {k: public_name(v) if isinstance(v, str) else v for k, v in recipe.items() if k != 'output'}
+
+
+def model_name(run: RunFolder, repo_id: Optional[str] = None) -> str:
+    """The model's name, the card's title: the Hub repository's name, else timm's ``architecture.dataset`` form."""
+    if repo_id:
+        return repo_id.split('/')[-1]
+    dataset = run.metrics.get('dataset')
+    tag = re.sub(r'[^\w.-]+', '_', public_name(str(dataset)).split('/')[-1]) if dataset else ''
+    return f'{run.architecture}.{tag}' if tag else run.architecture
+
+
+def compatibility_eval_results(metrics: Dict[str, Any], datasets: Sequence[str]) -> List[EvalResult]:
+    """The compatibility matrix as the card's ``model-index``: one mAP (%) per (query width, gallery width) pair."""
+    dataset = public_name(str(metrics.get('dataset') or 'evaluation set'))
+    widths = metrics['widths']
+    results = []
+    for i, query in enumerate(widths):
+        for j, gallery in enumerate(widths):
+            results.append(EvalResult(
+                task_type='image-feature-extraction', task_name='Compatible image retrieval',
+                dataset_type=datasets[0] if datasets else dataset, dataset_name=dataset, dataset_split='test',
+                metric_type='mAP', metric_value=round(100 * metrics['matrix'][i][j], 2),
+                metric_name=f'mAP, query {parameter_share_label(query)} / gallery {parameter_share_label(gallery)}',
+                metric_args=dict(query_width=float(query), gallery_width=float(gallery))))
+    return results
 
 
 def card_repo_id(card: ModelCard) -> Optional[str]:
@@ -74,13 +116,14 @@ def build_model_card(
         datasets: Hub dataset ids for the metadata; default: derived from metrics.json's ``dataset``.
         tags: tags added to the SFSC ones.
         has_recipe_file: the repository ships the recipe as ``recipe.yaml``.
-        template_path: a Jinja template to use instead of ``model_cards/sfsc_model_card.md``.
+        template_path: a Jinja template to use instead of the shipped ``sfsc_model_card.md``.
+
+    No local path enters the card: the usage snippet of a local export names only its folder, and the recipe loses
+    its ``output`` (:func:`public_recipe`).
     """
-    template = Path(template_path or TEMPLATE_PATH)
+    template = Path(template_path) if template_path else shipped_file('model_cards', TEMPLATE_NAME)
     if not template.is_file():
-        raise FileNotFoundError(
-            f'Model card template {template} not found. It ships in the sfsc-timm source tree (model_cards/); pass '
-            '--template PATH (template_path=) pointing at a copy.')
+        raise FileNotFoundError(f'Model card template {template} not found; pass --template PATH (template_path=).')
     if repo_id is None and local_folder is None:
         raise ValueError('build_model_card needs repo_id (a Hub repository) or local_folder for the usage snippet.')
     metrics, config = run.metrics, run.config
@@ -88,27 +131,33 @@ def build_model_card(
     matrix = metrics['matrix']
     summary = summarize_compatibility(matrix, widths)
     dataset = metrics.get('dataset')
-    source = f'hf-hub:{repo_id}' if repo_id else f'local-dir:{Path(local_folder).resolve()}'
+    dataset_ids = list(datasets) if datasets is not None else hub_dataset_ids(dataset)
+    source = f'hf-hub:{repo_id}' if repo_id else f'local-dir:{Path(local_folder).name}'
+    name = model_name(run, repo_id)
+    embed_dim = config.get('model_args', {}).get('embed_dim')
+    recipe = public_recipe(run.recipe)
     card_data = ModelCardData(
+        model_name=name,
         library_name='timm',
         pipeline_tag='image-feature-extraction',
         license=license or config['pretrained_cfg'].get('license') or 'apache-2.0',
-        datasets=list(datasets) if datasets is not None else hub_dataset_ids(dataset) or None,
+        datasets=dataset_ids or None,
         tags=card_tags(dataset, tags),
+        eval_results=compatibility_eval_results(metrics, dataset_ids),
         **{CARD_METADATA_KEY: dict(
             repo_id=repo_id, architecture=run.architecture, widths=list(run.widths),
-            embed_dim=config.get('num_features'), input_size=list(run.input_size),
-            compatibility=dict(dataset=dataset, widths=widths, matrix=matrix, mean=summary['mean'],
-                               self_compatible=summary['self_compatible']),
+            embed_dim=embed_dim, input_size=list(run.input_size),
+            compatibility=dict(dataset=public_name(dataset) if dataset else dataset, widths=widths, matrix=matrix,
+                               mean=summary['mean'], self_compatible=summary['self_compatible']),
         )},
     )
     return ModelCard.from_template(
         card_data,
         template_path=str(template),
-        title=repo_id.split('/')[-1] if repo_id else f'{run.architecture} (SFSC)',
+        title=name,
         architecture=run.architecture,
         widths_text=', '.join(_w(w) for w in run.widths),
-        embed_dim=config.get('num_features'),
+        embed_dim=embed_dim,
         input_text='x'.join(str(s) for s in run.input_size),
         width_rows=_width_rows(measurement, widths, matrix),
         measurement=measurement,
@@ -121,7 +170,7 @@ def build_model_card(
         small_width=_w(min(run.widths)),
         large_width=_w(max(run.widths)),
         onnx_name=f'{run.architecture}_w{_w(min(run.widths))}.onnx',
-        recipe_yaml=yaml.safe_dump(run.recipe, sort_keys=False).strip() if run.recipe else None,
+        recipe_yaml=yaml.safe_dump(recipe, sort_keys=False).strip() if recipe else None,
         has_recipe_file=has_recipe_file,
     )
 
@@ -158,7 +207,7 @@ def _eval_text(metrics: Dict[str, Any]) -> str:
     sizes = metrics.get('data_sizes') if isinstance(metrics.get('data_sizes'), dict) else {}
     num_query = metrics.get('num_query', sizes.get('test_query'))
     num_gallery = metrics.get('num_gallery', sizes.get('test_gallery'))
-    text = f'{metrics.get("dataset") or "the evaluation set"}'
+    text = public_name(str(metrics['dataset'])) if metrics.get('dataset') else 'the evaluation set'
     if num_query is not None and num_gallery is not None:
         text += f' ({num_query} queries, {num_gallery} gallery images)'
     return text

@@ -82,10 +82,13 @@ class SwitchableConv2d(nn.Conv2d, SwitchableLayer):
         self.active_in, self.active_out, self.active_groups = self._shape_at(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # written without super() and without slicing an Optional inline, so that TorchScript compiles the supernet
         if self.active_width == 1.0:
-            return super().forward(x)
+            return self._conv_forward(x, self.weight, self.bias)
         weight = self.weight[:self.active_out, :self.active_in // self.active_groups]
-        bias = self.bias[:self.active_out] if self.bias is not None else None
+        bias = self.bias
+        if bias is not None:
+            bias = bias[:self.active_out]
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.active_groups)
 
     def to_static(self, width: float) -> nn.Conv2d:

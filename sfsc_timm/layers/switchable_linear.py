@@ -62,8 +62,10 @@ class SwitchableLinear(nn.Linear, SwitchableLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.active_width == 1.0:
-            return super().forward(x)
-        bias = self.bias[:self.active_out] if self.bias is not None else None
+            return F.linear(x, self.weight, self.bias)
+        bias = self.bias
+        if bias is not None:
+            bias = bias[:self.active_out]
         return F.linear(x, self.weight[:self.active_out, :self.active_in], bias)
 
     def to_static(self, width: float) -> nn.Linear:

@@ -8,6 +8,7 @@ import copy
 from typing import Dict, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.layers import BatchNormAct2d
 
@@ -56,9 +57,34 @@ class _PerWidthNorm(SwitchableLayer):
         if width not in self.widths:
             raise ValueError(f'width {width} is not one of this layer\'s widths {self.widths}.')
         self.active_width = width
+        self.active_key = width_key(width)
 
-    def _narrow_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.per_width[width_key(self.active_width)](x)
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """BatchNorm at the active width: the layer's own tensors at full width, else that width's private one."""
+        if self.active_width == 1.0:
+            return self._full_width_norm(x)
+        out = x
+        for key, bn in self.per_width.items():  # TorchScript indexes a ModuleDict by constants only; a loop scripts
+            if key == self.active_key:
+                out = bn(x)
+        return out
+
+    def _full_width_norm(self, x: torch.Tensor) -> torch.Tensor:
+        # nn.BatchNorm's own forward, written out because TorchScript compiles no super() call (as timm's
+        # BatchNormAct2d does); the ifs on attributes that may be None are how TorchScript skips them
+        factor = 0.0
+        if self.momentum is not None:
+            factor = self.momentum
+        if self.training and self.track_running_stats:
+            if self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:
+                    factor = 1.0 / float(self.num_batches_tracked)
+        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        use_running = not self.training or self.track_running_stats
+        return F.batch_norm(
+            x, self.running_mean if use_running else None, self.running_var if use_running else None,
+            self.weight, self.bias, batch_stats, factor, self.eps)
 
     def to_static(self, width: float) -> nn.Module:
         return _plain_bn(self.plain_cls, self._channels_at(width), self, 'meta')
@@ -100,7 +126,7 @@ class SwitchableBatchNorm2d(nn.BatchNorm2d, _PerWidthNorm):
         return cls._from_bn(bn, widths, slice_channels=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) if self.active_width == 1.0 else self._narrow_forward(x)
+        return self._norm(x)
 
 
 class SwitchableBatchNorm1d(nn.BatchNorm1d, _PerWidthNorm):
@@ -115,7 +141,7 @@ class SwitchableBatchNorm1d(nn.BatchNorm1d, _PerWidthNorm):
         self._init_per_width(widths, slice_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) if self.active_width == 1.0 else self._narrow_forward(x)
+        return self._norm(x)
 
 
 class SwitchableBatchNormAct2d(BatchNormAct2d, _PerWidthNorm):
@@ -138,9 +164,7 @@ class SwitchableBatchNormAct2d(BatchNormAct2d, _PerWidthNorm):
         return cls._from_bn(bn, widths, slice_channels=True, act=bn.act, drop=bn.drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active_width == 1.0:
-            return super().forward(x)
-        return self.act(self.drop(self._narrow_forward(x)))
+        return self.act(self.drop(self._norm(x)))
 
     def to_static(self, width: float) -> BatchNormAct2d:
         static = BatchNormAct2d(self._channels_at(width), eps=self.eps, momentum=self.momentum, affine=self.affine,

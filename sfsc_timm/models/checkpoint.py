@@ -161,9 +161,10 @@ def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, 
     """Save ``net`` as a timm checkpoint folder (``model.safetensors`` + ``config.json``), atomically.
 
     The layout is exactly ``timm.models.save_for_hf(net, path, safe_serialization=True)``'s, with the arguments that
-    rebuild the network (widths, embed_dim, num_classes, and width for a static sub-model) in ``model_args``. The
-    folder is written next to ``path`` and swapped in only when complete, so an existing good checkpoint is never
-    half-overwritten.
+    rebuild the network (widths, embed_dim, and width for a static sub-model) in ``model_args``; no key of
+    config.json is repeated (see :func:`tidy_config`), and the class names in ``pretrained_cfg['label_names']``, if
+    any, are written as ``label_names``. The folder is written next to ``path`` and swapped in only when complete, so
+    an existing good checkpoint is never half-overwritten.
 
     Returns:
         The checkpoint folder.
@@ -178,7 +179,8 @@ def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, 
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
     try:
-        save_for_hf(net, staging, model_args=args, safe_serialization=True)
+        save_for_hf(net, staging, model_args=args, model_config=_label_config(net), safe_serialization=True)
+        tidy_config(staging / CONFIG_NAME)
         replace_folder(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -200,9 +202,34 @@ def replace_folder(new: Path, target: Path) -> None:
         os.replace(new, target)
 
 
+def _label_config(net: nn.Module) -> Dict[str, Any]:
+    names = net.pretrained_cfg.get('label_names')
+    return dict(label_names=list(names)) if names and len(names) == net.num_classes else {}
+
+
+def tidy_config(path: Path) -> None:
+    """Rewrite a timm config.json so that no key is repeated.
+
+    timm's writer puts ``num_classes`` at the top level, inside ``pretrained_cfg`` and inside ``model_args``, and
+    ``global_pool`` and ``label_names`` in two places. Loaders read ``num_classes`` and ``label_names`` from the top
+    level (timm's and transformers' alike), and transformers passes ``model_args`` as keyword arguments next to its
+    own ``num_classes``, so a repeat breaks ``AutoModel.from_pretrained`` ("got multiple values for keyword argument
+    'num_classes'"). Every other argument is rebuilt from ``model_args``, so its top-level copy goes.
+    """
+    config = json.loads(path.read_text())
+    args = config.get('model_args') or {}
+    pretrained_cfg = config.get('pretrained_cfg') or {}
+    for key in ('num_classes', 'label_names', 'label_descriptions'):
+        args.pop(key, None)
+        pretrained_cfg.pop(key, None)
+    for key in [k for k in config if k in args]:
+        del config[key]
+    path.write_text(json.dumps(config, indent=2))
+
+
 def sfsc_model_args(net: nn.Module) -> Dict[str, Any]:
-    """The constructor arguments that rebuild ``net`` from its checkpoint."""
-    args = dict(embed_dim=net.embed_dim, num_classes=net.num_classes, in_chans=net.in_chans,
+    """The constructor arguments that rebuild ``net`` from its checkpoint (``num_classes`` is config.json's own)."""
+    args = dict(embed_dim=net.embed_dim, in_chans=net.in_chans,
                 widths=list(getattr(net, 'widths', None) or getattr(net, 'source_widths')))
     if not hasattr(net, 'set_width'):  # a static sub-model: its checkpoint holds one width only
         args['width'] = net.active_width

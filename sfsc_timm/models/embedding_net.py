@@ -1,7 +1,6 @@
 """Embedding networks: a timm backbone, a BNNeck to D dimensions and one classifier shared by every width."""
 import contextlib
-from collections import OrderedDict
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -11,6 +10,7 @@ from ..layers import (
     SwitchableBatchNorm1d, SwitchableLinear, check_width, check_widths, convert_to_switchable, switchable_layers,
     width_channels,
 )
+from .heads import EmbeddingNeck, check_pooling, create_head, init_head
 
 
 class WidthSwitching:
@@ -38,9 +38,12 @@ class EmbeddingNet(nn.Module):
     The same class serves the switchable supernet (:class:`SwitchableEmbeddingNet`) and the static sub-models that
     ``extract`` builds from it, whose backbone is the plain timm class (e.g. ``timm.models.ResNet``).
 
-    ``forward`` returns logits, or the D-dimensional embedding when ``num_classes == 0``; it does not change with
-    train/eval mode. ``forward_head(x, pre_logits=True)`` is the embedding at every width.
+    timm's meanings: ``num_features`` is the channel count of ``forward_features``' output (at the active width),
+    ``head_hidden_size`` is D, the embedding size, the same at every width. ``forward`` returns logits, or the
+    D-dimensional embedding when ``num_classes == 0``; it does not change with train/eval mode.
+    ``forward_head(x, pre_logits=True)`` is the embedding at every width.
     """
+    __jit_unused_properties__ = ['global_pool']
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, embed_dim: int, num_classes: int,
                  width: float = 1.0, in_chans: int = 3):
@@ -48,24 +51,32 @@ class EmbeddingNet(nn.Module):
         self.backbone = backbone
         self.neck = neck
         self.head = head
-        self.num_features = self.head_hidden_size = embed_dim
+        self.num_features = backbone.num_features
+        self.head_hidden_size = embed_dim
         self.num_classes = num_classes
         self.in_chans = in_chans
         self._width = width
         self.feature_info = [dict(f, module=f'backbone.{f["module"]}') for f in backbone.feature_info]
+        self._follow_pooling()
 
     @property
     def embed_dim(self) -> int:
         """D, the embedding size, the same at every width."""
-        return self.num_features
+        return self.head_hidden_size
 
     @property
     def active_width(self) -> float:
         """The width this network computes at."""
         return self._width
 
+    @property
+    def global_pool(self) -> Optional[str]:
+        """The backbone's pooling type ('' for none); timm's config writer records it."""
+        pool = getattr(self.backbone, 'global_pool', None)
+        return getattr(pool, 'pool_type', None)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone feature map (B, C_w, H', W')."""
+        """Backbone feature map (B, num_features, H', W')."""
         return self.backbone.forward_features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -77,16 +88,71 @@ class EmbeddingNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The backbone's feature maps at the levels of ``feature_info`` (timm's arguments and meanings).
+
+        Args:
+            x: input images.
+            indices: the last n levels if an int, all if None, these levels if a sequence.
+            norm: apply the backbone's final norm to the intermediates where it has one.
+            stop_early: stop after the last level asked for.
+            output_fmt: 'NCHW'.
+            intermediates_only: return only the intermediates.
+
+        Returns:
+            (``forward_features`` output, intermediates), or the intermediates alone.
+        """
+        return self.backbone.forward_intermediates(
+            x, indices=indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt,
+            intermediates_only=intermediates_only)
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the backbone layers after the last level in ``indices`` (and the neck and head with ``prune_head``).
+
+        Returns:
+            The absolute indices of the levels kept.
+        """
+        taken = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
+        if prune_head:
+            self.neck = nn.Identity()
+            self.head = nn.Identity()
+            self.num_classes = 0
+        return taken
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """New shared classifier with ``num_classes`` outputs (0: none, ``forward`` gives embeddings)."""
+        """New shared classifier with ``num_classes`` outputs (0: none, ``forward`` gives embeddings).
+
+        Args:
+            num_classes: classes of the new classifier.
+            global_pool: the backbone's new pooling (timm's names); ``''`` keeps the map, so ``forward`` gives an
+                embedding per position, (B, D, H', W'). None keeps the current pooling.
+        """
+        check_pooling(self.global_pool if global_pool is None else global_pool, num_classes)
         if global_pool is not None:
             self.backbone.reset_classifier(0, global_pool)
+            self._follow_pooling()
         self.num_classes = num_classes
-        device = next(self.neck.parameters()).device
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        device = next(self.parameters()).device
+        self.head = create_head(self.head_hidden_size, num_classes, device=device)
+
+    def _follow_pooling(self) -> None:
+        if isinstance(self.neck, EmbeddingNeck):
+            self.neck.spatial = self.global_pool == ''
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -110,22 +176,26 @@ def _prefix_matcher(matcher):
 class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
     """The SFSC supernet: every width from one set of weights, switched with ``set_width`` or ``width``.
 
+    ``num_features`` and ``feature_info`` describe the active width; ``head_hidden_size`` (D) is the same at all.
+
     Args:
         backbone_name: timm model name of the backbone family (e.g. ``'resnet50'``).
         widths: widths to train and switch between (must include 1.0).
-        embed_dim: D; default: the full-width backbone's ``num_features``.
+        embed_dim: D; default: the full-width backbone's pre-logits size (``head_hidden_size``).
         num_classes: classes of the shared classifier; 0 for none.
         in_chans: image channels.
         input_layers: backbone module names that read the image (their input channels are never sliced);
             default: the backbone's ``pretrained_cfg['first_conv']``.
         device: where to allocate the weights (``'meta'`` to build a skeleton without storage).
-        **backbone_kwargs: passed to ``timm.create_model`` for the backbone (``drop_rate``, ``drop_path_rate``...).
+        **backbone_kwargs: passed to ``timm.create_model`` for the backbone (``drop_rate``, ``drop_path_rate``,
+            ``global_pool``...).
     """
 
     def __init__(self, backbone_name: str, widths: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
                  embed_dim: Optional[int] = None, num_classes: int = 0, in_chans: int = 3,
                  input_layers: Optional[Sequence[str]] = None, device=None, **backbone_kwargs):
         widths = check_widths(widths)
+        check_pooling(backbone_kwargs.get('global_pool'), num_classes)
         backbone = timm.create_model(backbone_name, pretrained=False, num_classes=0, in_chans=in_chans,
                                      device=device, **backbone_kwargs)
         if input_layers is None:
@@ -136,18 +206,18 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
         embed_dim = embed_dim or feature_dim
         if embed_dim <= 0:
             raise ValueError(f'embed_dim must be positive, got {embed_dim}.')
-        neck = nn.Sequential(OrderedDict(
+        neck = EmbeddingNeck(
             fc=SwitchableLinear(feature_dim, embed_dim, bias=False, widths=widths, slice_out=False, device=device),
             bn=SwitchableBatchNorm1d(embed_dim, widths=widths, slice_channels=False, device=device),
-        ))
-        head = nn.Linear(embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        )
+        head = create_head(embed_dim, num_classes, device=device, init=False)
         super().__init__(backbone, neck, head, embed_dim, num_classes, width=1.0, in_chans=in_chans)
         self.backbone_name = backbone_name
         self.widths = widths
+        self._full_num_features = backbone.num_features
+        self._full_feature_info = list(self.feature_info)
         nn.init.kaiming_normal_(self.neck.fc.weight, mode='fan_out')
-        if num_classes > 0:
-            nn.init.normal_(self.head.weight, std=0.001)
-            nn.init.zeros_(self.head.bias)
+        init_head(self.head)  # after the neck: the random streams of earlier versions, so seeded runs repeat
 
     def set_width(self, width: float) -> 'SwitchableEmbeddingNet':
         """Switch every layer to ``width`` (one of ``self.widths``); returns ``self``."""
@@ -159,8 +229,10 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
         for layer in switchable_layers(self).values():
             layer.set_width(width)
         self._width = width
+        self.num_features = width_channels(self._full_num_features, width)
+        self.feature_info = self.channels_at(width)
         return self
 
     def channels_at(self, width: float) -> List[Dict[str, Any]]:
         """``feature_info`` as it is at ``width`` (channel counts follow the channel rule)."""
-        return [dict(f, num_chs=width_channels(f['num_chs'], width)) for f in self.feature_info]
+        return [dict(f, num_chs=width_channels(f['num_chs'], width)) for f in self._full_feature_info]

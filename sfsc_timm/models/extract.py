@@ -1,11 +1,11 @@
 """Static sub-models: plain timm layers of one width, built from a supernet in memory or from its checkpoint."""
 import copy
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..layers import check_width, to_static, width_channels
+from ..layers import check_width, static_state_map, to_static, width_channels
 from .embedding_net import EmbeddingNet, SwitchableEmbeddingNet
 
 TensorReader = Callable[[str, Tuple[slice, ...]], torch.Tensor]
@@ -39,8 +39,36 @@ def build_static(net: SwitchableEmbeddingNet, width: float, read: TensorReader,
     static = EmbeddingNet(backbone, part('neck'), head if head is not None else part('head'), net.embed_dim,
                           net.num_classes, width=width, in_chans=net.in_chans)
     static.source_widths = net.widths
+    # where each of its tensors lives in the supernet's state_dict, so that load_state_dict (and with it
+    # timm.models.load_checkpoint) also takes the supernet's checkpoint
+    static._supernet_layout = (static_state_map(net, width), {k: tuple(v.shape) for k, v in net.state_dict().items()})
+    static.register_load_state_dict_pre_hook(_take_supernet_state)
     static.train(net.training)
     return static
+
+
+def _take_supernet_state(module: nn.Module, state_dict: Dict[str, torch.Tensor], prefix: str, local_metadata,
+                         strict: bool, missing_keys: List[str], unexpected_keys: List[str], error_msgs: List[str]):
+    """load_state_dict pre-hook of a static sub-model: a supernet state_dict becomes this width's.
+
+    A supernet's state is recognised by its per-width BatchNorm keys. Each tensor of the sub-model is the leading
+    slice of its supernet tensor (or that width's BatchNorm). A tensor whose shape is not the supernet's this
+    sub-model came from (another embed_dim, another architecture) is passed on unsliced, so load_state_dict reports
+    the size mismatch instead of loading a wrong slice; tensors the supernet does not have are reported as unexpected.
+    """
+    mapping, shapes = module._supernet_layout
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    if not any('.per_width.' in k for k in keys):
+        return
+    source = {k[len(prefix):]: state_dict.pop(k) for k in keys}
+    for key, (source_key, index) in mapping.items():
+        if source_key in source:
+            tensor = source[source_key]
+            fits = tuple(tensor.shape) == shapes[source_key]
+            state_dict[prefix + key] = tensor[index] if index and fits else tensor
+    for key, tensor in source.items():
+        if key not in shapes:
+            state_dict[prefix + key] = tensor
 
 
 def extract(net: SwitchableEmbeddingNet, width: float) -> EmbeddingNet:

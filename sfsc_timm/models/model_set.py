@@ -29,7 +29,7 @@ class ModelSet(nn.Module, WidthSwitching):
         if len(dims) != 1:
             raise ValueError(f'all members must embed into the same D to be compared, got {sorted(dims)}.')
         self.members = nn.ModuleDict({width_key(w): members[w] for w in self.widths})
-        self.embed_dim = self.num_features = dims.pop()
+        self.embed_dim = self.head_hidden_size = dims.pop()
         self.num_classes = members[1.0].num_classes
         self.in_chans = members[1.0].in_chans
         self.pretrained_cfg = getattr(members[1.0], 'pretrained_cfg', {})
@@ -47,6 +47,11 @@ class ModelSet(nn.Module, WidthSwitching):
     @property
     def active_width(self) -> float:
         return self._width
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the active member's ``forward_features`` output (timm's meaning)."""
+        return self.member(self._width).num_features
 
     @property
     def head(self) -> nn.Module:

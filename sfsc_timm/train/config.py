@@ -15,10 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from .._resources import resolve_recipe
 from ..atomic_io import write_text_atomically
 from ..data.validation import VAL_SPLITS
 from ..losses.dirichlet import EVIDENCE_FUNCTIONS
 from ..layers import check_widths
+from .key_help import key_comments
 
 __all__ = [
     'TrainConfig', 'ConfigError', 'RUNTIME_KEYS', 'DEFAULT_EXPERIMENT', 'load_recipe', 'build_parser', 'parse_args',
@@ -40,22 +42,25 @@ class TrainConfig:
     """Every recipe key, with the built-in default recipe's values (Fashion-MNIST, about 10 minutes on 2 CPU cores)."""
     # --- model ---
     model: str = 'sfsc_resnet18'  # any registered sfsc_* model
+    # the widths trained and switched between; must include 1.0 (the full width)
     widths: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    embed_dim: Optional[int] = 128  # D, shared by every width; null: the full backbone's num_features
+    embed_dim: Optional[int] = 128  # D, shared by every width; null: the full backbone's pre-logits size
     input_size: List[int] = field(default_factory=lambda: [3, 32, 32])  # C, H, W
     crop_pct: float = 1.0  # eval transform: resize to size / crop_pct, then centre crop
-    drop_path_rate: float = 0.0
-    # --- method (DESIGN section 3) ---
-    method: str = 'sfsc'  # sfsc, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct, asymmetric
-    priority: str = 'uncertainty'  # uncertainty or uniform width priorities (sfsc, sfsc_no_proj)
-    # the uncertainty loss's settings; null takes the method's own (sfsc: the seed's softplus evidence, KL weight 1
-    # reached after 10 epochs; sfsc_exp: exp evidence, no KL term; see docs/open_set.md)
-    kl_coef: Optional[float] = None
-    kl_anneal_epochs: Optional[float] = None
-    evidence: Optional[str] = None  # logits -> Dirichlet evidence: softplus or exp
-    lambda_align: Optional[float] = None  # in-place distillation: each narrower width regresses the widest embedding
+    drop_path_rate: float = 0.0  # stochastic depth rate of the backbone
+    # --- method (docs/open_set.md for sfsc_exp and sfsc_ipd) ---
+    # sfsc, sfsc_exp, sfsc_ipd, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct, asymmetric
+    method: str = 'sfsc'
+    priority: str = 'uncertainty'  # uncertainty or uniform width priorities (the sfsc methods)
+    # the uncertainty loss's settings: null takes the method's own (sfsc: the seed's softplus evidence and KL weight 1
+    # reached after 10 epochs; sfsc_exp: exp evidence, no KL term; sfsc_ipd: as sfsc_exp plus in-place distillation)
+    kl_coef: Optional[float] = None  # weight of the Dirichlet KL term of the uncertainty loss
+    kl_anneal_epochs: Optional[float] = None  # the KL weight rises linearly to kl_coef over this many epochs
+    evidence: Optional[str] = None  # how logits become Dirichlet evidence: softplus or exp
+    # in-place distillation (sfsc_ipd): weight of each narrower width's regression onto the widest width's embedding
+    lambda_align: Optional[float] = None
     lambda_tri: float = 0.0  # weight of the batch-hard triplet loss on the embedding (re-ID recipes)
-    triplet_margin: float = 0.3
+    triplet_margin: float = 0.3  # margin of the batch-hard triplet loss
     label_smoothing: float = 0.0  # cross-entropy methods only
     # --- data ---
     # fashion_mnist (closed-set), fashion_mnist_open, glyphs (open-set), reid (Market-1501 folder), imagefolder,
@@ -68,40 +73,40 @@ class TrainConfig:
     val_split: str = 'auto'
     val_fraction: float = 0.1  # share of the training identities (or of every class's images) held out
     val_max_query: Optional[int] = 200  # per-epoch compatibility matrix on subsets of the validation query / gallery
-    val_max_gallery: Optional[int] = 1000
+    val_max_gallery: Optional[int] = 1000  # null: the whole validation gallery
     eval_max_query: Optional[int] = None  # final evaluation; null: the whole split
-    eval_max_gallery: Optional[int] = None
+    eval_max_gallery: Optional[int] = None  # null: the whole gallery
     sampler: str = 'random'  # random (shuffled, DistributedSampler) or pk (P identities x K images)
-    pk_p: int = 16
-    pk_k: int = 4
+    pk_p: int = 16  # sampler pk: identities per batch
+    pk_k: int = 4  # sampler pk: images per identity
     batch_size: int = 64  # per process; with sampler pk it must equal pk_p * pk_k
-    hflip: float = 0.5
+    hflip: float = 0.5  # horizontal flip probability
     re_prob: float = 0.0  # random erasing probability
     scale: List[float] = field(default_factory=lambda: [0.64, 1.0])  # random resized crop area range
-    workers: int = 0
+    workers: int = 0  # data loading processes per training process (0: in the main process)
     # --- optimisation (timm.optim.create_optimizer_v2, timm.scheduler.create_scheduler_v2) ---
-    opt: str = 'sgd'
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    clip_grad: Optional[float] = None
-    sched: str = 'cosine'
-    epochs: int = 6
-    warmup_epochs: int = 1
-    warmup_lr: float = 0.01
-    min_lr: float = 1e-4
+    opt: str = 'sgd'  # any timm optimizer name (sgd, adamw, ...)
+    lr: float = 0.1  # base learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 weight decay
+    clip_grad: Optional[float] = None  # clip the gradient norm to this value; null: no clipping
+    sched: str = 'cosine'  # any timm scheduler name (cosine, step, ...)
+    epochs: int = 6  # training epochs (per stage for the staged baselines bct, asymmetric)
+    warmup_epochs: int = 1  # linear warm-up from warmup_lr to lr over this many epochs
+    warmup_lr: float = 0.01  # learning rate at the start of the warm-up
+    min_lr: float = 1e-4  # learning rate at the end of the schedule
     sched_on_updates: bool = True  # step the schedule every update rather than every epoch
-    amp: bool = False
-    amp_dtype: str = 'float16'
+    amp: bool = False  # automatic mixed precision (autocast)
+    amp_dtype: str = 'float16'  # float16 or bfloat16, with amp
     # --- run ---
-    seed: int = 42
+    seed: int = 42  # seeds the weights, the data order and the augmentations
     device: str = 'auto'  # auto: cuda (local rank) when available, else cpu
     experiment: Optional[str] = None  # run folder name under output/; default: the recipe file's name
     output: Optional[str] = None  # run folder; default output/<experiment>
     eval_every: int = 1  # epochs between validation matrices (the last epoch is always evaluated)
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256  # batch size of the validation and final evaluations
     max_nonfinite_steps: int = 5  # stop after this many consecutive skipped (non-finite loss) steps
-    progress: bool = True
+    progress: bool = True  # show progress bars
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -235,16 +240,13 @@ def config_from_dict(values: Dict[str, Any], where: str = 'config') -> TrainConf
 
 
 def load_recipe(path: Union[str, Path]) -> Dict[str, Any]:
-    """The key/value pairs of a YAML recipe, keys checked.
+    """The key/value pairs of a YAML recipe (a file, or a built-in recipe's name), keys checked.
 
     Raises:
-        FileNotFoundError: no such recipe (the message lists the recipes next to it).
+        FileNotFoundError: no such recipe (the message lists the built-in recipes).
         ConfigError: not a mapping, or unknown keys.
     """
-    path = Path(path)
-    if not path.is_file():
-        known = sorted(p.name for p in path.parent.glob('*.yaml')) if path.parent.is_dir() else []
-        raise FileNotFoundError(f'recipe {path} not found' + (f'; recipes there: {", ".join(known)}' if known else ''))
+    path = resolve_recipe(path)
     with open(path) as f:
         values = yaml.safe_load(f) or {}
     if not isinstance(values, dict):
@@ -265,23 +267,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='sfsc-timm train', description='Train a switchable SFSC supernet (or a baseline) from a YAML recipe.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('-c', '--config', default=None, help='YAML recipe; its keys set the defaults below')
+    parser.add_argument('-c', '--config', default=None,
+                        help='YAML recipe, or the name of a built-in one (e.g. sfsc_resnet18_fashion_mnist); its keys '
+                             'set the defaults below')
     parser.add_argument('--resume', default=None,
                         help='run folder or checkpoint folder to continue from (its epoch, optimizer, RNG states)')
     parser.add_argument('--stop-after', type=int, default=None,
                         help='stop after this many epochs of this invocation, as if killed (resume to continue)')
     group = parser.add_argument_group('recipe keys (override the recipe)')
+    comments = key_comments(TrainConfig)  # the comments on the fields above
     for name, f in _FIELDS.items():
         hint, optional = _base_type(_HINTS[name])
         flags = [f'--{name.replace("_", "-")}'] + ([f'--{name}'] if '_' in name else [])
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        text = f'{comments.get(name, "")} (built-in default: {default})'.lstrip().replace('%', '%%')
         if hint is bool:
-            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=text)
         elif typing.get_origin(hint) in (list, List):
             (item,) = typing.get_args(hint)
-            group.add_argument(*flags, dest=name, type=item, nargs='+', default=argparse.SUPPRESS)
+            group.add_argument(*flags, dest=name, type=item, nargs='+', default=argparse.SUPPRESS, help=text)
         else:
             group.add_argument(*flags, dest=name, type=_parse_none(hint) if optional else hint,
-                               default=argparse.SUPPRESS)
+                               default=argparse.SUPPRESS, help=text)
     return parser
 
 

@@ -33,8 +33,8 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps had a non-finite loss; training stopped, the last good checkpoint is untouched."""
 
 
-def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
-    """The recipe's supernet with a shared classifier of `num_classes`.
+def create_model(cfg: TrainConfig, num_classes: int, label_names: Optional[List[str]] = None) -> torch.nn.Module:
+    """The recipe's supernet with a shared classifier of `num_classes` (named `label_names`, saved in config.json).
 
     Raises:
         ConfigError: unknown model, or widths / sizes the model cannot be built with.
@@ -43,7 +43,8 @@ def create_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
         raise ConfigError(f'unknown model {cfg.model!r}; available: {", ".join(timm.list_models("sfsc_*"))}.')
     kwargs: Dict[str, Any] = dict(
         num_classes=num_classes, widths=tuple(cfg.widths), embed_dim=cfg.embed_dim, in_chans=cfg.input_size[0],
-        pretrained_cfg_overlay=dict(input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct))
+        pretrained_cfg_overlay=dict(input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct,
+                                    label_names=tuple(label_names) if label_names else None))
     if cfg.drop_path_rate:
         kwargs['drop_path_rate'] = cfg.drop_path_rate
     try:
@@ -87,7 +88,8 @@ class Trainer:
         data = load_dataset(cfg)
         split = split_training_data(cfg, data)
         random_seed(cfg.seed, 0)  # the same initial weights on every rank
-        self.net = create_model(cfg, split.num_classes).to(self.dist.device)
+        names = getattr(split.train.features.get('label'), 'names', None)  # a ClassLabel's, for config.json
+        self.net = create_model(cfg, split.num_classes, names).to(self.dist.device)
         self.data: TrainData = build_train_data(cfg, data, split, self.net, self.dist)
         self.step: TrainStep = create_train_step(cfg, self.net, self.dist)
         self.updates_per_epoch = len(self.data.loader)
