@@ -12,6 +12,7 @@ import sfsc_timm
 from sfsc_timm.losses import UncertaintyCompatibleLoss, width_priorities
 from sfsc_timm.optim import project_conflicting
 from sfsc_timm.train import ConfigError, TrainConfig, config_from_dict, private_params_by_width, shared_params
+from sfsc_timm.train.params import width_gradient_supports
 from sfsc_timm.train.checkpointing import load_training_state
 from sfsc_timm.train.cli import main, resolve_run
 from sfsc_timm.train.distributed import DistInfo
@@ -119,6 +120,28 @@ def test_shared_and_private_parameters_partition_the_network():
     assert 'head.weight' in {names[id(p)] for p in shared} and 'neck.fc.weight' in {names[id(p)] for p in shared}
     all_ids = [id(p) for p in shared] + [id(p) for ps in private.values() for p in ps]
     assert sorted(all_ids) == sorted(id(p) for p in net.parameters())  # a partition: no overlap, nothing missing
+
+
+def test_width_gradient_supports_hold_for_the_supernet():
+    # GradientProjection reads only these blocks: a backward pass at width w must leave the rest of every shared
+    # gradient exactly zero
+    cfg = tiny_config()
+    net = tiny_net(cfg).train()
+    widths = (1.0, 0.5, 0.25)
+    supports = width_gradient_supports(net, widths)
+    images, labels = tiny_batch()
+    sliced = 0
+    for task, width in enumerate(widths):
+        net.zero_grad(set_to_none=True)
+        with net.width(width):
+            torch.nn.functional.cross_entropy(net(images), labels).backward()
+        for p in shared_params(net):
+            index = supports[p][task]
+            outside = p.grad.clone()
+            outside[index] = 0
+            assert not outside.any()
+            sliced += index != ()
+    assert sliced > 0
 
 
 def _hand_computed_update(cfg, net, images, labels, epoch):
