@@ -15,7 +15,7 @@ from timm.optim import create_optimizer_v2
 from ..losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, width_priorities
 from ..optim import GradientProjection
 from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
-from .params import shared_params
+from .params import shared_params, width_gradient_supports
 
 __all__ = ['StepResult', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep', 'SummedLossStep',
            'BCTSharedStep', 'METHODS', 'register_method', 'create_train_step']
@@ -149,8 +149,10 @@ class SFSCStep(TrainStep):
         inner = super().create_optimizer()
         # the projection order is drawn from its own generator, so runs (and resumed runs) are reproducible
         generator = torch.Generator().manual_seed(self.cfg.seed)
+        # a narrow width's gradient lives in the leading block of each shared weight: the projection reads only that
         return GradientProjection(inner, shared_params(self.net), num_tasks=len(self.widths), generator=generator,
-                                  projection_mode=self.projection_mode)
+                                  projection_mode=self.projection_mode,
+                                  supports=width_gradient_supports(self.net, self.widths))
 
     def width_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor,
                    epoch: float) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
