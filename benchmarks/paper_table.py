@@ -57,7 +57,7 @@ def run_one(method: str, seed: int, folder: Path, setting: List[str], extra: Lis
         start = time.time()
         env = dict(os.environ, **({'OMP_NUM_THREADS': str(threads)} if threads else {}))
         subprocess.run(command, check=True, cwd=REPO, env=env)
-        (folder / 'seconds.txt').write_text(f'{time.time() - start:.1f}\n')
+        write_text_atomically(folder / 'seconds.txt', f'{time.time() - start:.1f}\n')
     metrics = json.loads(metrics_file.read_text())
     seconds = folder / 'seconds.txt'
     metrics['seconds'] = float(seconds.read_text()) if seconds.is_file() else None

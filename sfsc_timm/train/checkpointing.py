@@ -6,10 +6,7 @@ projection generator), scheduler and scaler states, every rank's RNG states, the
 all plain tensors and Python values so that it loads with ``torch.load(weights_only=True)``. The folder is built
 next to its target and swapped in only when complete, so a kill mid-write leaves the previous checkpoint intact.
 """
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -19,10 +16,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..models import ModelSet, is_model_set_folder, save
-from ..models.checkpoint import WEIGHTS_NAME, replace_folder
+from ..atomic_io import staged_folder
+from ..models.checkpoint import WEIGHTS_NAME
 
 __all__ = ['TRAINING_STATE_NAME', 'rng_state', 'set_rng_state', 'save_checkpoint', 'resolve_checkpoint',
-           'load_training_state', 'load_weights', 'make_staging_dir']
+           'load_training_state', 'load_weights']
 
 TRAINING_STATE_NAME = 'training_state.pt'
 
@@ -56,14 +54,9 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 def save_checkpoint(folder: Union[str, Path], net: nn.Module, training_state: Dict[str, Any]) -> Path:
     """Write weights + training state into `folder`, replacing an existing checkpoint only once the new one is whole."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_staging_dir(folder)
-    try:
+    with staged_folder(folder) as staging:
         save_network(net, staging)
         torch.save(training_state, staging / TRAINING_STATE_NAME)
-        replace_folder(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -73,15 +66,6 @@ def save_network(net: nn.Module, folder: Path) -> None:
         net.save(folder)
     else:
         save(net, folder)
-
-
-def make_staging_dir(target: Path) -> Path:
-    """An empty folder next to `target` to build it in; mode 0o777 minus the umask (mkdtemp makes it private)."""
-    staging = Path(tempfile.mkdtemp(prefix=f'.{target.name}.', dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    return staging
 
 
 def resolve_checkpoint(path: Union[str, Path]) -> Path:

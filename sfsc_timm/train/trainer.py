@@ -1,7 +1,6 @@
 """ The training loop: model, data, method step, schedule, per-epoch compatibility matrix, checkpoints, export. """
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -12,11 +11,10 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import AverageMeter, distribute_bn, random_seed
 from tqdm.auto import tqdm
 
-from ..atomic_io import write_json_atomically, write_text_atomically
+from ..atomic_io import staged_folder, write_json_atomically, write_text_atomically
 from ..eval import compatibility_matrix, format_compatibility_table, plot_compatibility_heatmap
 from ..models import ModelSet
-from ..models.checkpoint import replace_folder
-from .checkpointing import load_weights, make_staging_dir, rng_state, save_checkpoint, save_network, set_rng_state
+from .checkpointing import load_weights, rng_state, save_checkpoint, save_network, set_rng_state
 from .config import ConfigError, TrainConfig, save_config
 from .data import TrainData, build_train_data, load_dataset, split_training_data
 from .distributed import DistInfo, barrier, gather_objects, setup_distributed
@@ -256,14 +254,10 @@ class Trainer:
     def export(self, metrics: Dict[str, Any], result) -> Path:
         """``RUN/export``: model.safetensors, config.json, metrics.json and compatibility.png, swapped in whole."""
         target = self.run_dir / 'export'
-        staging = make_staging_dir(target)
-        try:
+        with staged_folder(target) as staging:
             save_network(self.net, staging)
             write_json_atomically(staging / 'metrics.json', metrics, default=_json_default)
             plot_compatibility_heatmap(result.matrix, result.widths, staging / 'compatibility.png',
                                        title=f'{self.cfg.model} ({self.cfg.method}) on {self.cfg.dataset}')
-            replace_folder(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         print(f'exported to {target}')
         return target
