@@ -4,8 +4,6 @@ import math
 import os
 import struct
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -13,6 +11,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..atomic_io import replace_folder, staged_folder  # noqa: F401  (replace_folder: the name others import)
 from ..layers import key_width
 
 
@@ -175,29 +174,9 @@ def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, 
                          "timm.create_model('sfsc_resnet50', ...) (or another registered sfsc_* model).")
     args = dict(model_args or {})
     args.update(sfsc_model_args(net))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
-    try:
+    with staged_folder(path) as staging:
         save_for_hf(net, staging, model_args=args, safe_serialization=True)
-        replace_folder(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Move the complete folder ``new`` to ``target``; an existing ``target`` goes only once ``new`` is whole."""
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f'.{target.name}.old.', dir=target.parent))
-        os.replace(target, retired / target.name)
-        try:
-            os.replace(new, target)
-        except BaseException:
-            os.replace(retired / target.name, target)  # put the good one back
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def sfsc_model_args(net: nn.Module) -> Dict[str, Any]:
