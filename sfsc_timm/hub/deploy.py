@@ -8,9 +8,7 @@ only if the largest difference is within the tolerance; the file is written next
 """
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -18,8 +16,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ..atomic_io import write_file_atomically
 from ..models import load
-from ._files import give_default_permissions
 from .run_folder import ExportError, find_checkpoint_folder
 
 __all__ = ['FORMATS', 'DeployError', 'DeployResult', 'load_embedding_model', 'export_width', 'build_parser', 'main']
@@ -125,19 +123,17 @@ def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
     input_size = tuple(cfg['input_size'])
     sample = torch.randn(2, *input_size, generator=generator)
     checks = [torch.randn(b, *input_size, generator=generator) for b in CHECK_BATCH_SIZES]
-    fd, temp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=FORMATS[format], dir=path.parent)
-    os.close(fd)
-    try:
-        run_exported = _EXPORTERS[format](model, sample, Path(temp), _metadata(model, str(source)))
-        max_diff, shape = _compare(model, run_exported, checks)
-        if not max_diff <= atol:
-            raise DeployError(f'the {format} export of width {width} differs from PyTorch by up to {max_diff:.3g} '
-                              f'(tolerance {atol:g}); nothing was written to {path}.')
-        give_default_permissions(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    found = {}
+
+    def write_and_check(temp: Path) -> None:
+        run_exported = _EXPORTERS[format](model, sample, temp, _metadata(model, str(source)))
+        found['max_diff'], found['shape'] = _compare(model, run_exported, checks)
+        if not found['max_diff'] <= atol:
+            raise DeployError(f'the {format} export of width {width} differs from PyTorch by up to '
+                              f'{found["max_diff"]:.3g} (tolerance {atol:g}); nothing was written to {path}.')
+
+    write_file_atomically(path, write_and_check, suffix=FORMATS[format])
+    max_diff, shape = found['max_diff'], found['shape']
     checked_with = 'onnxruntime' if format == 'onnx' else f'the reloaded {format} file'
     return DeployResult(path=path, format=format, width=float(width), embed_dim=shape[-1], input_size=input_size,
                         max_abs_diff=max_diff,

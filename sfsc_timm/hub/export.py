@@ -7,7 +7,6 @@ The folder holds ``model.safetensors`` (the supernet), ``config.json`` (timm's l
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -15,8 +14,8 @@ import yaml
 
 from ..eval import plot_compatibility_heatmap
 from ..models import CheckpointError, load
-from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, replace_folder
-from ._files import give_default_permissions
+from ..atomic_io import staged_folder
+from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from .measure import Measurement, measure_widths
 from .model_card import build_model_card
 from .run_folder import HEATMAP_NAME, METRICS_NAME, RECIPE_NAME, ExportError, RunFolder, read_run
@@ -76,18 +75,12 @@ def export_run(
     measurement = measure_widths(net, run.widths, run.input_size, batch_size=latency_batch, repeats=latency_repeats)
     if verbose:
         _print_measurement(measurement)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         _write_files(run, staging)
         card = build_model_card(run, measurement, repo_id=repo_id, local_folder=out_dir, license=license,
                                 datasets=datasets, tags=tags, has_recipe_file=(staging / RECIPE_NAME).is_file(),
                                 template_path=template_path)
         card.save(staging / CARD_NAME)
-        give_default_permissions(staging)
-        replace_folder(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 
