@@ -28,7 +28,8 @@ import torch
 
 from sfsc_timm.train.config import config_from_dict
 from sfsc_timm.train.distributed import DistInfo
-from sfsc_timm.train.steps import SFSCStep, create_train_step
+from sfsc_timm.train.methods import create_train_step
+from sfsc_timm.train.steps import SFSCStep
 from sfsc_timm.train.trainer import create_model
 
 QUICK = dict(model='sfsc_resnet18', height=128, width=64, batch_size=8, repeats=3)

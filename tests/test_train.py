@@ -16,7 +16,8 @@ from sfsc_timm.train.params import width_gradient_supports
 from sfsc_timm.train.checkpointing import load_training_state
 from sfsc_timm.train.cli import main, resolve_run
 from sfsc_timm.train.distributed import DistInfo
-from sfsc_timm.train.steps import SFSCStep, create_train_step
+from sfsc_timm.train.methods import create_train_step
+from sfsc_timm.train.steps import SFSCStep
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'

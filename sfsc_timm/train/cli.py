@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .checkpointing import load_training_state, resolve_checkpoint
-from .steps import METHODS
+from .methods import METHODS
 from .config import ConfigError, config_differences, config_from_dict, parse_args
 
 __all__ = ['main', 'resolve_run']

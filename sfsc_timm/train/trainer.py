@@ -18,7 +18,8 @@ from .checkpointing import load_weights, rng_state, save_checkpoint, save_networ
 from .config import ConfigError, TrainConfig, save_config
 from .data import TrainData, build_train_data, load_dataset, split_training_data
 from .distributed import DistInfo, barrier, gather_objects, setup_distributed
-from .steps import METHODS, TrainStep, create_train_step
+from .methods import METHODS, create_train_step
+from .steps import TrainStep
 
 __all__ = ['NonFiniteLossError', 'Trainer', 'create_model']
 
