@@ -11,7 +11,8 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
-from .steps import SummedLossStep, register_method
+from .registry import register_method
+from .steps import SummedLossStep
 
 
 def embedding_regression(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

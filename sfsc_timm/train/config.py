@@ -169,7 +169,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     Raises:
         ConfigError: naming the key, the bad value and what is allowed.
     """
-    from .steps import METHODS  # late: steps imports torch-heavy modules
+    from .methods import METHODS  # late: the methods import torch-heavy modules
 
     for name in _FIELDS:
         setattr(cfg, name, _coerce(name, getattr(cfg, name)))

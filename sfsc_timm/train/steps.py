@@ -6,7 +6,7 @@ bct, asymmetric, asymmetric_s) are new subclasses; the loop does not change.
 """
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -16,21 +16,10 @@ from ..losses import BatchHardTripletLoss, LabelSmoothingCrossEntropy, Uncertain
 from ..optim import GradientProjection
 from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
 from .params import shared_params, width_gradient_supports
+from .registry import METHODS, register_method
 
 __all__ = ['StepResult', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep', 'SummedLossStep',
-           'BCTSharedStep', 'METHODS', 'register_method', 'create_train_step']
-
-METHODS: Dict[str, Type['TrainStep']] = {}
-
-
-def register_method(name: str) -> Callable[[Type['TrainStep']], Type['TrainStep']]:
-    """Class decorator: make a TrainStep subclass available as ``method: name`` in recipes."""
-    def register(cls: Type['TrainStep']) -> Type['TrainStep']:
-        if name in METHODS:
-            raise ValueError(f'method {name!r} is already registered by {METHODS[name].__name__}.')
-        METHODS[name] = cls
-        return cls
-    return register
+           'BCTSharedStep', 'METHODS', 'register_method']
 
 
 @dataclass
@@ -268,9 +257,3 @@ def _cross_entropy(label_smoothing: float) -> nn.Module:
     return LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
 
 
-def create_train_step(cfg, net: nn.Module, dist_info: DistInfo) -> TrainStep:
-    """The step object of ``cfg.method``."""
-    from . import baselines  # noqa: F401  (registers the one-model-per-width baselines)
-    if cfg.method not in METHODS:
-        raise ValueError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
-    return METHODS[cfg.method](net, cfg, dist_info)
