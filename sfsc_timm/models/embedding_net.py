@@ -1,5 +1,6 @@
 """Embedding networks: a timm backbone, a BNNeck to D dimensions and one classifier shared by every width."""
 import contextlib
+import numbers
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -133,9 +134,11 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
             input_layers = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
         convert_to_switchable(backbone, widths, input_layers)
         feature_dim = getattr(backbone, 'head_hidden_size', None) or backbone.num_features  # pre-logits size
-        embed_dim = embed_dim or feature_dim
-        if embed_dim <= 0:
-            raise ValueError(f'embed_dim must be positive, got {embed_dim}.')
+        if embed_dim is not None and (isinstance(embed_dim, bool) or not isinstance(embed_dim, numbers.Integral)
+                                      or embed_dim < 1):
+            raise ValueError(f'embed_dim must be a positive int (the embedding size D) or None for the backbone\'s '
+                             f'{feature_dim}, got {embed_dim!r}.')
+        embed_dim = feature_dim if embed_dim is None else int(embed_dim)
         neck = nn.Sequential(OrderedDict(
             fc=SwitchableLinear(feature_dim, embed_dim, bias=False, widths=widths, slice_out=False, device=device),
             bn=SwitchableBatchNorm1d(embed_dim, widths=widths, slice_channels=False, device=device),
@@ -151,11 +154,7 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
 
     def set_width(self, width: float) -> 'SwitchableEmbeddingNet':
         """Switch every layer to ``width`` (one of ``self.widths``); returns ``self``."""
-        width = check_width(width)
-        if width not in self.widths:
-            raise ValueError(
-                f'width {width} is not one of this network\'s widths {self.widths}; it has no BatchNorm statistics '
-                f'for it. Choose one of {self.widths}, or build and train the network with widths including {width}.')
+        width = check_width(width, self.widths)
         for layer in switchable_layers(self).values():
             layer.set_width(width)
         self._width = width

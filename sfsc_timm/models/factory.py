@@ -52,10 +52,7 @@ def create_sfsc_model(
                                  pretrained_cfg_overlay=pretrained_cfg_overlay).to_dict()
     widths = check_widths(widths)
     if width is not None:
-        width = check_width(width)
-        if width not in widths:
-            raise ValueError(f'width {width} is not one of the widths {widths} of {variant}; it has no BatchNorm '
-                             f'statistics for it. Choose one of {widths}.')
+        width = check_width(width, widths, owner=variant)
     if features_only and width is None:
         raise ValueError('features_only=True needs a static sub-model: pass width=, e.g. '
                          f"timm.create_model('{variant}', width=0.5, features_only=True).")

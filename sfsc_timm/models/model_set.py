@@ -53,10 +53,7 @@ class ModelSet(nn.Module, WidthSwitching):
         return self.member(self._width).head
 
     def set_width(self, width: float) -> 'ModelSet':
-        width = check_width(width)
-        if width not in self.widths:
-            raise ValueError(f'width {width} is not one of this model set\'s widths {self.widths}.')
-        self._width = width
+        self._width = check_width(width, self.widths, owner='this model set')
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
