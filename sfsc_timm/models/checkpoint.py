@@ -13,6 +13,7 @@ from torch import nn
 
 from ..atomic_io import replace_folder, staged_folder  # noqa: F401  (replace_folder: the name others import)
 from ..layers import key_width
+from .kinds import ModelKind, model_kind
 
 
 WEIGHTS_NAME = 'model.safetensors'
@@ -179,11 +180,36 @@ def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, 
     return path
 
 
+def read_checkpoint_config(folder: Union[str, Path]) -> Dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder, checked to be a JSON object naming an architecture.
+
+    Raises:
+        CheckpointError: missing, unreadable or truncated, naming the file and the fix.
+    """
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f'{Path(folder)} has no {CONFIG_NAME}: it is not a checkpoint folder. Pass a folder '
+                              'written by sfsc_timm.save(net, folder), a run folder or its export/ folder.')
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f'{path} is not valid JSON ({e}); it is truncated or corrupt. Save or download the '
+                              'checkpoint again.') from None
+    if not isinstance(config, dict) or not isinstance(config.get('architecture'), str):
+        raise CheckpointError(f'{path} names no "architecture"; it was not written by sfsc_timm.save or '
+                              'timm.models.save_for_hf.')
+    return config
+
+
 def sfsc_model_args(net: nn.Module) -> Dict[str, Any]:
     """The constructor arguments that rebuild ``net`` from its checkpoint."""
+    kind = model_kind(net)
+    if kind is ModelKind.MODEL_SET:
+        raise TypeError('a ModelSet is saved one folder per width: use model_set.save(folder).')
+    static = kind is ModelKind.STATIC
     args = dict(embed_dim=net.embed_dim, num_classes=net.num_classes, in_chans=net.in_chans,
-                widths=list(getattr(net, 'widths', None) or getattr(net, 'source_widths')))
-    if not hasattr(net, 'set_width'):  # a static sub-model: its checkpoint holds one width only
+                widths=list(net.source_widths if static else net.widths))
+    if static:  # its checkpoint holds one width only
         args['width'] = net.active_width
     return args
 

@@ -12,6 +12,7 @@ from ..layers import (
     SwitchableBatchNorm1d, SwitchableLinear, check_width, check_widths, convert_to_switchable, switchable_layers,
     width_channels,
 )
+from .kinds import ModelKind, SfscModel
 
 
 class WidthSwitching:
@@ -33,7 +34,7 @@ class WidthSwitching:
             self.set_width(previous)
 
 
-class EmbeddingNet(nn.Module):
+class EmbeddingNet(nn.Module, SfscModel):
     """Backbone -> neck (Linear to D without bias, BatchNorm1d) -> head (Linear D -> classes, or Identity).
 
     The same class serves the switchable supernet (:class:`SwitchableEmbeddingNet`) and the static sub-models that
@@ -42,6 +43,8 @@ class EmbeddingNet(nn.Module):
     ``forward`` returns logits, or the D-dimensional embedding when ``num_classes == 0``; it does not change with
     train/eval mode. ``forward_head(x, pre_logits=True)`` is the embedding at every width.
     """
+
+    kind = ModelKind.STATIC
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, embed_dim: int, num_classes: int,
                  width: float = 1.0, in_chans: int = 3):
@@ -53,6 +56,7 @@ class EmbeddingNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self._width = width
+        self.source_widths = (width,)  # the widths of the supernet it comes from (``extract`` sets them)
         self.feature_info = [dict(f, module=f'backbone.{f["module"]}') for f in backbone.feature_info]
 
     @property
@@ -122,6 +126,8 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
         device: where to allocate the weights (``'meta'`` to build a skeleton without storage).
         **backbone_kwargs: passed to ``timm.create_model`` for the backbone (``drop_rate``, ``drop_path_rate``...).
     """
+
+    kind = ModelKind.SUPERNET
 
     def __init__(self, backbone_name: str, widths: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
                  embed_dim: Optional[int] = None, num_classes: int = 0, in_chans: int = 3,
