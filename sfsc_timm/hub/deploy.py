@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..atomic_io import write_file_atomically
-from ..models import load
+from ..models import load, model_kind
 from .run_folder import ExportError, find_checkpoint_folder
 
 __all__ = ['FORMATS', 'DeployError', 'DeployResult', 'load_embedding_model', 'export_width', 'build_parser', 'main']
@@ -52,7 +52,7 @@ def load_embedding_model(source: Union[str, Path], width: float) -> nn.Module:
             raise ExportError(f'{source} is not a local folder. For a Hub repository write hf-hub:{source}.')
         source = str(find_checkpoint_folder(path))
     model = load(source, width=width)
-    if hasattr(model, 'set_width'):
+    if model_kind(model).switchable:
         raise ExportError(f'{source} gave a switchable supernet for width={width}; pass a width the checkpoint has.')
     model.reset_classifier(0)
     return model.eval()
@@ -61,7 +61,7 @@ def load_embedding_model(source: Union[str, Path], width: float) -> nn.Module:
 def _metadata(model: nn.Module, source: str) -> Dict[str, str]:
     cfg = model.pretrained_cfg
     return dict(source=source, architecture=str(cfg.get('architecture')), width=str(model.active_width),
-                widths=json.dumps(list(getattr(model, 'source_widths', ()) or ())), embed_dim=str(model.embed_dim),
+                widths=json.dumps(list(model.source_widths)), embed_dim=str(model.embed_dim),
                 input_size=json.dumps(list(cfg['input_size'])), mean=json.dumps(list(cfg['mean'])),
                 std=json.dumps(list(cfg['std'])), interpolation=str(cfg.get('interpolation')),
                 crop_pct=str(cfg.get('crop_pct')), output='embedding (not L2-normalised)')

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Union
 import yaml
 
 from ..eval import plot_compatibility_heatmap
-from ..models import CheckpointError, load
+from ..models import CheckpointError, ModelKind, load, model_kind
 from ..atomic_io import staged_folder
 from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from .measure import Measurement, measure_widths
@@ -70,7 +70,7 @@ def export_run(
     run = read_run(source)
     check_output_folder(out_dir)
     net = load(run.folder)
-    if not hasattr(net, 'set_width'):
+    if model_kind(net) is not ModelKind.SUPERNET:
         raise ExportError(f'{run.folder} holds a static sub-model, not the supernet; export the supernet checkpoint.')
     measurement = measure_widths(net, run.widths, run.input_size, batch_size=latency_batch, repeats=latency_repeats)
     if verbose:
