@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..models import ModelSet, is_model_set_folder, save
+from ..models import ModelKind, is_model_set_folder, model_kind, save
 from ..atomic_io import staged_folder
 from ..models.checkpoint import WEIGHTS_NAME
 
@@ -62,7 +62,7 @@ def save_checkpoint(folder: Union[str, Path], net: nn.Module, training_state: Di
 
 def save_network(net: nn.Module, folder: Path) -> None:
     """A supernet as one checkpoint; a ModelSet (one model per width) as one checkpoint folder per member."""
-    if isinstance(net, ModelSet):
+    if model_kind(net) is ModelKind.MODEL_SET:
         net.save(folder)
     else:
         save(net, folder)
@@ -91,7 +91,7 @@ def load_training_state(folder: Union[str, Path]) -> Dict[str, Any]:
 
 def load_weights(folder: Union[str, Path], net: nn.Module) -> None:
     """Load a checkpoint's weights and buffers into `net` in place (strict: every key must match)."""
-    if isinstance(net, ModelSet):
+    if model_kind(net) is ModelKind.MODEL_SET:
         net.load_members_(folder)
         return
     state = load_file(str(Path(folder) / WEIGHTS_NAME))
