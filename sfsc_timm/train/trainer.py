@@ -171,10 +171,14 @@ class Trainer:
                     lr=self.step.optimizer.param_groups[0]['lr'])
 
     def _divergence_advice(self) -> str:
+        # advice the resume check accepts: clip_grad may change on --resume (RESUME_ADJUSTABLE_KEYS), lr may not
         clip = self.cfg.clip_grad / 2 if self.cfg.clip_grad else 5.0
-        return (f'The last good checkpoint in {self.run_dir / "checkpoints"} is untouched: continue from it with '
-                f'gradient clipping, sfsc-timm train --resume {self.run_dir} --clip-grad {clip:g}, or start a new '
-                f'run with a lower lr (now {self.cfg.lr:g}) and another --output; if it recurs, check the data.')
+        if (self.run_dir / 'checkpoints' / 'last').is_dir():
+            return (f'The last good checkpoint in {self.run_dir / "checkpoints"} is untouched: continue from it with '
+                    f'gradient clipping, sfsc-timm train --resume {self.run_dir} --clip-grad {clip:g}, or start a new '
+                    f'run with a lower lr (now {self.cfg.lr:g}) and another --output; if it recurs, check the data.')
+        return (f'No checkpoint was written yet: start a new run with another --output and --clip-grad {clip:g} or a '
+                f'lower lr (now {self.cfg.lr:g}); if it recurs, check the data.')
 
     def _check_weights_finite(self, epoch: int) -> None:
         # a gradient that overflows with a finite loss makes the weights non-finite; every later loss is then
