@@ -6,9 +6,7 @@ D at every width. It is not L2-normalised; normalise it before cosine ranking, a
 is dynamic. Every export is checked against PyTorch on sample batches of two sizes (ONNX with onnxruntime) and written
 only if the largest difference is within the tolerance; the file is written next to its target and renamed into place.
 """
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -17,6 +15,7 @@ import torch
 from torch import nn
 
 from ..atomic_io import write_file_atomically
+from ..errors import CommandParser, check_output_folder_writable, run_command
 from ..models import load, model_kind
 from .run_folder import ExportError, find_checkpoint_folder
 
@@ -153,8 +152,8 @@ def _compare(model: nn.Module, run_exported: Callable, checks: List[torch.Tensor
     return max_diff, shape
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog='sfsc-timm export-width',
         description='Export the embedding model of one width (static sub-model, no classifier) for deployment, '
                     'checked against PyTorch on sample batches.')
@@ -168,16 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _export_width(argv: List[str]) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        result = export_width(args.source, args.width, args.format, args.output, atol=args.atol)
-    except (DeployError, ValueError, FileNotFoundError) as e:  # ExportError, CheckpointError, untrained width
-        print(f'sfsc-timm export-width: {e}', file=sys.stderr)
-        return 1
+    if args.output is not None:
+        check_output_folder_writable(args.output.parent if str(args.output.parent) else Path('.'), '--output')
+    result = export_width(args.source, args.width, args.format, args.output, atol=args.atol)
     print(f'wrote {result.path}: width {result.width}, {result.format}, input (B, '
           f'{", ".join(map(str, result.input_size))}) -> embeddings (B, {result.embed_dim}); '
           f'max abs diff vs PyTorch {result.max_abs_diff:.3g} ({result.checked_with}, batches of '
           f'{" and ".join(map(str, CHECK_BATCH_SIZES))})')
-    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_command('sfsc-timm export-width', _export_width, argv)
 
