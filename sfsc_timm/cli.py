@@ -16,12 +16,15 @@ COMMANDS = {
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ('-h', '--help') or argv[0] not in COMMANDS:
-        lines = [f'  {name:<8} {help_}' for name, (_, help_) in COMMANDS.items()]
-        print('usage: sfsc-timm COMMAND [ARGS]\n\ncommands:\n' + '\n'.join(lines))
-        if argv and argv[0] not in ('-h', '--help'):
-            print(f'\nunknown command {argv[0]!r}', file=sys.stderr)
-            return 2
+    if argv and argv[0] not in COMMANDS and argv[0] not in ('-h', '--help'):
+        print(f'sfsc-timm: error: unknown command {argv[0]!r}; commands: {", ".join(COMMANDS)} (sfsc-timm --help)',
+              file=sys.stderr)
+        return 2
+    if not argv or argv[0] in ('-h', '--help'):
+        lines = [f'  {name:<12} {help_}' for name, (_, help_) in COMMANDS.items()]
+        print('usage: sfsc-timm COMMAND [ARGS]\n\ncommands:\n' + '\n'.join(lines)
+              + '\n\nerrors: one line on stderr, exit status 2 for bad input, 1 for a failure at run time; add --debug '
+                '(or set SFSC_DEBUG=1) for the traceback')
         return 0
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:]) or 0
