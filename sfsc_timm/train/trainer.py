@@ -175,8 +175,8 @@ class Trainer:
         clip = self.cfg.clip_grad / 2 if self.cfg.clip_grad else 5.0
         if (self.run_dir / 'checkpoints' / 'last').is_dir():
             return (f'The last good checkpoint in {self.run_dir / "checkpoints"} is untouched: continue from it with '
-                    f'gradient clipping, sfsc-timm train --resume {self.run_dir} --clip-grad {clip:g}, or start a new '
-                    f'run with a lower lr (now {self.cfg.lr:g}) and another --output; if it recurs, check the data.')
+                    f"gradient clipping, 'sfsc-timm train --resume {self.run_dir} --clip-grad {clip:g}', or start a "
+                    f'new run with a lower lr (now {self.cfg.lr:g}) and another --output; if it recurs, check the data.')
         return (f'No checkpoint was written yet: start a new run with another --output and --clip-grad {clip:g} or a '
                 f'lower lr (now {self.cfg.lr:g}); if it recurs, check the data.')
 
