@@ -2,7 +2,8 @@
 from .base import SwitchableLayer
 from .channels import DEFAULT_WIDTHS, check_width, check_widths, key_width, width_channels, width_key
 from .convert import (
-    SWITCHABLE_LAYERS, convert_to_switchable, meta_copy, static_skeleton, static_state_map, switchable_layers, to_static,
+    SWITCHABLE_LAYERS, convert_to_switchable, meta_copy, static_skeleton, static_state_map, switchable_layers,
+    to_static,
 )
 from .switchable_conv import SwitchableConv2d
 from .switchable_linear import SwitchableLinear

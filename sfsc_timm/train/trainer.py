@@ -176,7 +176,8 @@ class Trainer:
         if (self.run_dir / 'checkpoints' / 'last').is_dir():
             return (f'The last good checkpoint in {self.run_dir / "checkpoints"} is untouched: continue from it with '
                     f"gradient clipping, 'sfsc-timm train --resume {self.run_dir} --clip-grad {clip:g}', or start a "
-                    f'new run with a lower lr (now {self.cfg.lr:g}) and another --output; if it recurs, check the data.')
+                    f'new run with a lower lr (now {self.cfg.lr:g}) and another --output; if it recurs, check the '
+                    'data.')
         return (f'No checkpoint was written yet: start a new run with another --output and --clip-grad {clip:g} or a '
                 f'lower lr (now {self.cfg.lr:g}); if it recurs, check the data.')
 
