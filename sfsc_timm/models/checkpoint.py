@@ -88,6 +88,18 @@ class CheckpointReader:
     def shape(self, key: str) -> Tuple[int, ...]:
         return tuple(self._header[key]['shape'])
 
+    def dtype(self, key: str) -> torch.dtype:
+        """The stored dtype of ``key``.
+
+        Raises:
+            CheckpointError: a dtype this reader does not know (the header was altered).
+        """
+        name = self._header[key]['dtype']
+        if name not in _DTYPES:
+            raise CheckpointError(f'{self.path}: tensor {key} has dtype {name!r}, which sfsc_timm never writes; the '
+                                  'file is corrupt. Save or download it again.')
+        return _DTYPES[name]
+
     def read(self, key: str, index: Tuple[slice, ...] = ()) -> torch.Tensor:
         """The tensor stored under ``key``, or only ``tensor[index]`` for leading slices ``slice(0, n)`` of its
         first dimensions, reading just those bytes."""
