@@ -123,7 +123,12 @@ def write_file_atomically(path: PathLike, write: Callable[[Path], Any], suffix: 
     remove_stale_temporaries(path.parent, path.name)
     temp = temp_path_for(path, suffix=suffix)
     try:
-        write(temp)
+        try:
+            write(temp)
+        except OSError as e:
+            if e.filename is None and e.errno is not None:  # name the file the user asked for, not the temporary
+                raise OSError(e.errno, e.strerror, str(path)) from e
+            raise
         give_default_permissions(temp)
         os.replace(temp, path)
     finally:

@@ -88,10 +88,11 @@ def resolve_checkpoint_folder(source: str) -> str:
 
 
 def _with_flag_names(error: ValueError) -> UsageError:
+    # 'query_split=' -> '--query-split', 'query_per_class=N' -> '--query-per-class N'
     text = str(error)
     for name, flag in _FLAG_NAMES.items():
-        text = re.sub(rf'\b{name}=', f'{flag} ', text)
-        text = re.sub(rf'\b{name}\b', flag, text)
+        text = re.sub(rf'(?<![\w/.-]){name}=(?=[\w\'"<])', f'{flag} ', text)
+        text = re.sub(rf'(?<![\w/.-]){name}=' if name == 'root' else rf'(?<![\w/.-]){name}\b=?', flag, text)
     return UsageError(text)
 
 
