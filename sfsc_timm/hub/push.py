@@ -118,9 +118,9 @@ def push(
     Raises:
         PushError: nothing to push with (token, offline, repo id), or a request failed; the local export is intact.
     """
-    check_can_push(repo_id)
     if not Path(source).exists():
         raise FileNotFoundError(f'{source} does not exist; pass an export folder (sfsc-timm export) or a run folder.')
+    check_can_push(repo_id)
     folder = prepare_export(source, repo_id, export_dir, **export_kwargs)
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name in EXPORT_FILES)
     card = ModelCard.load(folder / CARD_NAME)
