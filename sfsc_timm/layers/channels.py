@@ -2,7 +2,7 @@
 
 At width ``w`` a layer with ``c`` full-width channels uses its leading ``make_divisible(c * w, 8)`` channels. Because
 every layer applies the same rule to the same full-width count, the two inputs of a residual addition always agree,
-so no graph analysis is needed (DESIGN.md §2).
+so no graph analysis is needed (docs/design.md, "Widths and the channel rule").
 """
 import math
 import numbers

@@ -1,4 +1,4 @@
-""" SFSC training: recipes, per-method steps, the loop, checkpoints and distributed helpers (DESIGN section 3). """
+""" SFSC training: recipes, per-method steps, the loop, checkpoints and distributed helpers (docs/design.md). """
 from .config import ConfigError, TrainConfig, config_from_dict, load_recipe, parse_args
 from .params import private_params_by_width, shared_params
 from .methods import METHODS, create_train_step
