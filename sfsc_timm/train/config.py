@@ -47,7 +47,7 @@ class TrainConfig:
     input_size: List[int] = field(default_factory=lambda: [3, 32, 32])  # C, H, W
     crop_pct: float = 1.0  # eval transform: resize to size / crop_pct, then centre crop
     drop_path_rate: float = 0.0
-    # --- method (DESIGN section 3) ---
+    # --- method (docs/design.md, "The SFSC step") ---
     method: str = 'sfsc'  # sfsc, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct, asymmetric
     priority: str = 'uncertainty'  # uncertainty or uniform width priorities (sfsc, sfsc_no_proj)
     kl_coef: float = 1.0

@@ -58,7 +58,8 @@ class TrainStep:
         self.net = net
         self.cfg = cfg
         self.dist = dist_info
-        self.widths: Tuple[float, ...] = tuple(sorted(net.widths, reverse=True))  # widest first (DESIGN section 3)
+        # widest first (docs/design.md, "The SFSC step")
+        self.widths: Tuple[float, ...] = tuple(sorted(net.widths, reverse=True))
         self.triplet = BatchHardTripletLoss(margin=cfg.triplet_margin) if cfg.lambda_tri > 0 else None
         device_type = dist_info.device.type
         self.amp_dtype = getattr(torch, cfg.amp_dtype)
@@ -120,9 +121,9 @@ class TrainStep:
 
 @register_method('sfsc')
 class SFSCStep(TrainStep):
-    """SFSC (DESIGN section 3): per width, widest first, the uncertainty-based compatible loss through the shared head
-    (+ triplet); priorities from the detached mean uncertainties; one backward of ``pi_w * loss_w`` per width, each
-    collected by GradientProjection, which projects conflicting shared gradients and sums them.
+    """SFSC (docs/design.md, "The SFSC step"): per width, widest first, the uncertainty-based compatible loss through
+    the shared head (+ triplet); priorities from the detached mean uncertainties; one backward of ``pi_w * loss_w``
+    per width, each collected by GradientProjection, which projects conflicting shared gradients and sums them.
 
     Private BatchNorm parameters (one width's) keep their own gradient; everything else is projected.
     """
