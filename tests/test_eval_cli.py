@@ -1,7 +1,9 @@
 """ sfsc-timm eval: checks its arguments and --output before any evaluation, says how many queries it skipped, and
 accepts the folders export accepts. """
 import json
+import os
 import shutil
+import stat
 
 import timm
 import torch
@@ -37,7 +39,15 @@ def test_skipped_queries_are_counted_and_a_run_folder_is_accepted(tmp_path, caps
         _image(data / 'query' / f'0077_c1s1_{k:06d}_00.png', seed=700 + k)
     run = tmp_path / 'run'
     shutil.copytree(_checkpoint(tmp_path), run / 'export')
-    assert cli.main([str(run), '--data', str(data), '--output', str(tmp_path / 'out')]) == 0
+    previous_umask = os.umask(0o022)
+    try:
+        assert cli.main([str(run), '--data', str(data), '--output', str(tmp_path / 'out')]) == 0
+    finally:
+        os.umask(previous_umask)
+    # shared like any other tool's output: 0644 / 0755 under umask 022
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / 'out').iterdir()} == \
+        {'metrics.json': 0o644, 'compatibility.png': 0o644}
+    assert stat.S_IMODE((tmp_path / 'out').stat().st_mode) == 0o755
     out = capsys.readouterr().out
     assert '2 of 6 queries skipped (no gallery item of their identity from another camera); 4 evaluated' in out
     metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())

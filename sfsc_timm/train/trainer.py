@@ -12,11 +12,11 @@ from timm.utils import AverageMeter, distribute_bn, random_seed
 from tqdm.auto import tqdm
 
 from ..atomic_io import staged_folder, write_json_atomically, write_text_atomically
+from ..data.image_check import check_images
 from ..eval import compatibility_matrix, format_compatibility_table, plot_compatibility_heatmap
 from ..models import ModelSet
 from .checkpointing import load_weights, rng_state, save_checkpoint, save_network, set_rng_state
 from .config import ConfigError, TrainConfig, save_config
-from ..data.image_check import check_images
 from .data import TrainData, build_train_data, load_dataset, split_training_data
 from .distributed import DistInfo, barrier, gather_objects, setup_distributed
 from .methods import METHODS, create_train_step
