@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 install: $(VENV)/.installed
 
-# torch/torchvision come from constraints.txt: the versions tested here (DESIGN.md §7)
+# torch/torchvision come from constraints.txt: the versions tested here (docs/design.md, "Environment")
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

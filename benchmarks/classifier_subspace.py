@@ -8,12 +8,12 @@ dimensions are free to differ between widths, and cosine retrieval across widths
     .venv/bin/python benchmarks/classifier_subspace.py      # after benchmarks/paper_table.py
 """
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 import sfsc_timm
+from sfsc_timm.atomic_io import write_json_atomically
 from sfsc_timm.data import build_transforms, load_retrieval_data, with_image_transform
 from sfsc_timm.eval import extract_embeddings
 
@@ -54,7 +54,7 @@ def main() -> int:
         print(f'{method:>13}: ' + '  '.join(
             f'w={w}: span {v["energy_in_classifier_span"]:.2f}, cos(full) {v["cosine_to_full"]:.2f}, '
             f'|e| {v["mean_norm"]:.1f}' for w, v in row.items()))
-    args.out.write_text(json.dumps(dict(seed=args.seed, num_images=len(data.query), methods=results), indent=2))
+    write_json_atomically(args.out, dict(seed=args.seed, num_images=len(data.query), methods=results))
     print(f'wrote {args.out}')
     return 0
 

@@ -10,7 +10,6 @@ alpha_y / S, for C = 10 (Fashion-MNIST's classes) and C = 675 (the glyph benchma
     .venv/bin/python benchmarks/evidential_scaling.py          # about a minute; writes results/evidential_scaling.json
 """
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Dict

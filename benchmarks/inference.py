@@ -9,7 +9,6 @@ against loading width 1.0 (target <= 0.35), each in a fresh process.
     .venv/bin/python benchmarks/inference.py --quick    # batch 4, fewer repeats
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import torch
 from timm.models._prune import adapt_model_from_string
 
 import sfsc_timm
+from sfsc_timm.atomic_io import write_json_atomically
 from sfsc_timm.models.profile import count_gmacs, count_parameters, interleaved_latency
 
 RESULTS = Path(__file__).parent / 'results'
@@ -116,7 +116,7 @@ def main() -> None:
     result = dict(config=dict(batch_size=args.batch_size, img_size=list(args.img_size), repeats=args.repeats,
                               threads=torch.get_num_threads(), torch=torch.__version__, timm=timm.__version__),
                   widths={str(w): r for w, r in rows.items()}, load_memory=memory)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json_atomically(args.out, result)
     print(f'wrote {args.out}')
 
 

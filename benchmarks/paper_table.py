@@ -64,7 +64,7 @@ BENCHMARKS = {
     'glyphs': dict(
         dataset='glyphs', output='open_set', gpu=_GPU,
         cpu=['--model', 'sfsc_resnet10t', '--input-size', '3', '32', '32', '--embed-dim', '128', '--max-train', '8000',
-             '--epochs', '4', '--batch-size', '64', '--eval-every', '100', '--val-max-query', '150',
+             '--epochs', '3', '--batch-size', '64', '--eval-every', '100', '--val-max-query', '150',
              '--val-max-gallery', '1000', '--eval-max-query', '700', '--eval-max-gallery', '6000']),
 }
 # (query width, gallery width) columns of the paper's table

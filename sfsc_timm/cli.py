@@ -19,7 +19,8 @@ COMMANDS = {
 def _usage() -> str:
     lines = [f'  {name:<13}{help_}' for name, (_, help_) in COMMANDS.items()]
     return ('usage: sfsc-timm [--version] COMMAND [ARGS]\n\ncommands:\n' + '\n'.join(lines)
-            + '\n\nsfsc-timm COMMAND --help describes each command.')
+            + '\n\nsfsc-timm COMMAND --help describes each command.\nerrors: one line on stderr, exit status 2 for bad '
+              'input, 1 for a failure at run time; add --debug (or set SFSC_DEBUG=1) for the traceback')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_usage())
         return 0
     if argv[0] not in COMMANDS:
-        print(f'sfsc-timm: unknown command {argv[0]!r}; one of {", ".join(COMMANDS)} (sfsc-timm --help)',
+        print(f'sfsc-timm: error: unknown command {argv[0]!r}; commands: {", ".join(COMMANDS)} (sfsc-timm --help)',
               file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])

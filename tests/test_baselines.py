@@ -9,7 +9,7 @@ from sfsc_timm.models import ModelSet
 from sfsc_timm.train import config_from_dict
 from sfsc_timm.train.cli import main
 from sfsc_timm.train.distributed import DistInfo
-from sfsc_timm.train.steps import create_train_step
+from sfsc_timm.train.methods import create_train_step
 from sfsc_timm.train.trainer import create_model
 
 from test_train import tiny_args, tiny_batch

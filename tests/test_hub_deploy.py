@@ -72,7 +72,7 @@ def test_command_line(hub_run, tmp_path, capsys):
                         '--output', str(tmp_path / 'full.pt')]) == 0
     out = capsys.readouterr().out
     assert 'max abs diff vs PyTorch' in out and f'embeddings (B, {EMBED_DIM})' in out
-    assert deploy_main([str(hub_run.run_dir), '--width', '0.75', '--output', str(tmp_path / 'x.onnx')]) == 1
+    assert deploy_main([str(hub_run.run_dir), '--width', '0.75', '--output', str(tmp_path / 'x.onnx')]) == 2
     assert 'width 0.75 is not one of the widths (0.25, 0.5, 1.0)' in capsys.readouterr().err
-    assert deploy_main(['someone/repo', '--width', '0.5']) == 1
+    assert deploy_main(['someone/repo', '--width', '0.5']) == 2
     assert 'hf-hub:someone/repo' in capsys.readouterr().err

@@ -185,7 +185,7 @@ def test_refuses_to_replace_a_folder_that_is_not_an_export(hub_run, tmp_path, ca
     out = tmp_path / 'mine'
     out.mkdir()
     (out / 'notes.txt').write_text('keep me')
-    assert export_main([str(hub_run.run_dir), str(out)]) == 1
+    assert export_main([str(hub_run.run_dir), str(out)]) == 2  # bad input
     assert 'notes.txt' in capsys.readouterr().err
     assert (out / 'notes.txt').read_text() == 'keep me'
 

@@ -4,6 +4,7 @@ import shutil
 import pytest
 from huggingface_hub import ModelCard
 
+from sfsc_timm.errors import UsageError
 from sfsc_timm.hub import PushError, push
 from sfsc_timm.hub.push import main as push_main
 
@@ -62,11 +63,25 @@ def test_push_a_run_folder_exports_it_first(standin, hub_run, tmp_path):
     assert files['model.safetensors'] == (hub_run.run_dir / 'export' / 'model.safetensors').read_bytes()
 
 
-def test_push_an_export_made_for_another_repository_renders_its_card_again(standin, export_copy):
-    push(export_copy, 'sfsc-tests/renamed', latency_repeats=1)
-    card = ModelCard.load(export_copy / 'README.md')
-    assert card.data.sfsc['repo_id'] == 'sfsc-tests/renamed' and "'hf-hub:sfsc-tests/renamed'" in card.text
-    assert standin.repos['sfsc-tests/renamed'].branches['main'] == folder_bytes(export_copy)
+def test_push_never_changes_the_folder_it_pushes(standin, export_copy, tmp_path, capsys):
+    # an export made for another repository, with a hand-edited model card: pushing it elsewhere must not re-export
+    # it in place (which dropped the edits) but say how; with --export-dir the new export goes there
+    card_path = export_copy / 'README.md'
+    card_path.write_text(card_path.read_text() + '\nHand-written notes on the training data.\n')
+    before = folder_bytes(export_copy)
+    with pytest.raises(UsageError, match=r'exported for sfsc-tests/.*not sfsc-tests/renamed.*--export-dir'):
+        push(export_copy, 'sfsc-tests/renamed', latency_repeats=1)
+    assert push_main([str(export_copy), '--repo-id', 'sfsc-tests/renamed']) == 2
+    assert 'hand edits' in capsys.readouterr().err and standin.requests == []
+    result = push(export_copy, 'sfsc-tests/renamed', export_dir=tmp_path / 'renamed', latency_repeats=1)
+    assert 'exporting it for sfsc-tests/renamed into' in capsys.readouterr().out
+    assert folder_bytes(export_copy) == before  # untouched, edits and all
+    card = ModelCard.load(tmp_path / 'renamed' / 'README.md')
+    assert result.folder == tmp_path / 'renamed' and card.data.sfsc['repo_id'] == 'sfsc-tests/renamed'
+    assert standin.repos['sfsc-tests/renamed'].branches['main'] == folder_bytes(tmp_path / 'renamed')
+    # pushed for its own repository, the hand-edited card goes up as it is
+    push(export_copy, REPO_ID)
+    assert standin.repos[REPO_ID].branches['main']['README.md'] == before['README.md']
 
 
 def test_push_to_a_branch(standin, export_copy):
@@ -108,9 +123,11 @@ def test_missing_token_is_a_clear_error_before_any_request(standin, export_copy,
 
 
 @pytest.mark.parametrize('repo_id, message', [('no-namespace', 'use ORG/NAME'), ('a/b/c', 'not a valid')])
-def test_bad_repo_id(standin, export_copy, repo_id, message):
+def test_bad_repo_id(standin, export_copy, repo_id, message, capsys):
     with pytest.raises(PushError, match=message):
         push(export_copy, repo_id)
+    assert push_main([str(export_copy), '--repo-id', repo_id]) == 2  # bad input
+    assert message in capsys.readouterr().err
     assert standin.requests == []
 
 

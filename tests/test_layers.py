@@ -40,12 +40,12 @@ def test_widths_must_include_full_width():
 def test_conv_linear_norm_equal_their_static_layers(width):
     x = torch.randn(3, 32, 9, 9)
     layers = [
-        (SwitchableConv2d.from_conv(nn.Conv2d(32, 48, 3, padding=1), WIDTHS), x, nn.Conv2d),
-        (SwitchableConv2d.from_conv(nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), WIDTHS), x, nn.Conv2d),
-        (SwitchableConv2d.from_conv(nn.Conv2d(32, 16, 1), WIDTHS, slice_in=False), x, nn.Conv2d),
-        (SwitchableLinear.from_linear(nn.Linear(32, 24), WIDTHS), x[:, :, 0, 0], nn.Linear),
-        (SwitchableBatchNorm2d.from_bn(nn.BatchNorm2d(32), WIDTHS), x, nn.BatchNorm2d),
-        (SwitchableBatchNormAct2d.from_bn_act(BatchNormAct2d(32, act_layer=nn.ReLU), WIDTHS), x, BatchNormAct2d),
+        (SwitchableConv2d.convert_from(nn.Conv2d(32, 48, 3, padding=1), WIDTHS), x, nn.Conv2d),
+        (SwitchableConv2d.convert_from(nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), WIDTHS), x, nn.Conv2d),
+        (SwitchableConv2d.convert_from(nn.Conv2d(32, 16, 1), WIDTHS, slice_in=False), x, nn.Conv2d),
+        (SwitchableLinear.convert_from(nn.Linear(32, 24), WIDTHS), x[:, :, 0, 0], nn.Linear),
+        (SwitchableBatchNorm2d.convert_from(nn.BatchNorm2d(32), WIDTHS), x, nn.BatchNorm2d),
+        (SwitchableBatchNormAct2d.convert_from(BatchNormAct2d(32, act_layer=nn.ReLU), WIDTHS), x, BatchNormAct2d),
         (SwitchableBatchNorm1d(32, widths=WIDTHS), x[:, :, 0, 0], nn.BatchNorm1d),
     ]
     for layer, inp, static_cls in layers:
@@ -61,13 +61,13 @@ def test_conv_linear_norm_equal_their_static_layers(width):
 
 
 def test_depthwise_conv_slices_its_groups():
-    conv = SwitchableConv2d.from_conv(nn.Conv2d(64, 64, 3, groups=64), WIDTHS)
+    conv = SwitchableConv2d.convert_from(nn.Conv2d(64, 64, 3, groups=64), WIDTHS)
     static = _static(conv, 0.25)
     assert static.groups == static.in_channels == static.out_channels == 16
 
 
 def test_per_width_batchnorm_keeps_private_statistics():
-    bn = SwitchableBatchNorm2d.from_bn(nn.BatchNorm2d(16), (0.5, 1.0))
+    bn = SwitchableBatchNorm2d.convert_from(nn.BatchNorm2d(16), (0.5, 1.0))
     bn.train().set_width(0.5)
     bn(torch.randn(4, 8, 3, 3) + 5)
     assert bn.per_width['0_5'].running_mean.mean() > 0.3

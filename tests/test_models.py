@@ -1,4 +1,5 @@
 """Registered models: supernet and static sub-models agree, follow timm conventions, and shrink as width²."""
+import numpy as np
 import pytest
 import timm
 import torch
@@ -134,10 +135,13 @@ def test_untrained_width_names_the_available_widths():
     with pytest.raises(ValueError, match=r'width 0.3 is not one of the widths \(0.25, 0.5, 0.75, 1.0\)'):
         timm.create_model('sfsc_resnet18', width=0.3)
     net = timm.create_model('sfsc_resnet18', widths=(0.5, 1.0))
-    with pytest.raises(ValueError, match=r'not one of this network\'s widths \(0.5, 1.0\)'):
+    with pytest.raises(ValueError, match=r'not one of the widths \(0.5, 1.0\) of this network'):
         net.set_width(0.25)
-    with pytest.raises(ValueError, match=r'not one of this network\'s widths'):
+    with pytest.raises(ValueError, match=r'not one of the widths \(0.5, 1.0\) of this network'):
         sfsc_timm.extract(net, 0.75)
+    # numpy numbers are numbers: one check for every width argument
+    assert net.set_width(np.float32(0.5)).active_width == 0.5 and type(net.active_width) is float
+    assert sfsc_timm.extract(net, np.float64(0.5)).active_width == 0.5
 
 
 def test_pretrained_without_weights_says_where_to_load_from():

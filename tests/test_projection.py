@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sfsc_timm.optim import GradientProjection, gram_matrix, project_conflicting
+from sfsc_timm.optim import GradientCombination, GradientProjection, PCGrad, Sum, gram_matrix, project_conflicting
 
 
 def naive_pcgrad(grads: torch.Tensor, generator: torch.Generator) -> tuple:
@@ -263,12 +263,15 @@ def test_schedulers_and_errors():
     model = TwoTaskModel()
     inner = create_optimizer_v2(model, 'adamw', lr=0.01, weight_decay=0.05)
     opt = GradientProjection(inner, [model.w], 2)
-    assert opt.param_groups is inner.param_groups and opt.state is inner.state
+    # composed around the optimizer, not an Optimizer itself: timm schedulers share its param_groups, torch
+    # schedulers take the optimizer
+    assert not isinstance(opt, torch.optim.Optimizer) and opt.optimizer is inner
+    assert opt.param_groups is inner.param_groups
     sched = CosineLRScheduler(opt, t_initial=10, warmup_t=0)
     _one_step(model, opt)
     sched.step(5)
     assert inner.param_groups[0]['lr'] < 0.01
-    torch_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    torch_sched = torch.optim.lr_scheduler.StepLR(opt.optimizer, step_size=1, gamma=0.5)
     _one_step(model, opt)
     torch_sched.step()
     assert opt.state_dict()['param_groups'][0]['lr'] == pytest.approx(inner.param_groups[0]['lr'])
@@ -281,3 +284,107 @@ def test_schedulers_and_errors():
         opt.step()  # forgot collect()
     with pytest.raises(IndexError):
         opt.collect(2)
+
+
+# --- the combination as an object, and supports ---
+
+def test_combination_objects_decide_the_weights_from_the_gram_matrix():
+    torch.manual_seed(0)
+    base = torch.randn(50, dtype=torch.float64)
+    grads = torch.tensor([1., -0.7, 0.4], dtype=torch.float64)[:, None] * base + torch.randn(3, 50).double()
+    _, stats = project_conflicting(grads, torch.Generator().manual_seed(5), return_stats=True)
+    pcgrad = PCGrad(torch.Generator().manual_seed(5))
+    weights = pcgrad.weights(grads @ grads.t(), 3)
+    torch.testing.assert_close(weights, stats.weights)
+    assert pcgrad.last_num_conflicts == stats.num_conflicts > 0 and pcgrad.num_conflicts_total == stats.num_conflicts
+    plain = Sum()
+    assert not plain.needs_gram and plain.weights(None, 3).tolist() == [1., 1., 1.]
+
+
+class HalfEach(GradientCombination):
+    """A combination that is neither PCGrad nor a sum: the plumbing must not care."""
+
+    def weights(self, gram, num_tasks):
+        assert gram.shape == (num_tasks, num_tasks)
+        return torch.full((num_tasks,), 0.5, dtype=torch.float64)
+
+
+def test_any_combination_object_plugs_in():
+    # g1 = (-1, 0), g2 = (2, 2): update 0.5 g1 + 0.5 g2 = (0.5, 1); w = (1, 1) - 0.1 (0.5, 1) = (0.95, 0.9)
+    model = TwoTaskModel()
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w], 2, combination=HalfEach())
+    _one_step(model, opt)
+    torch.testing.assert_close(model.w.detach(), torch.tensor([0.95, 0.9]))
+    with pytest.raises(ValueError, match='generator'):
+        GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w], 2, combination=HalfEach(),
+                           generator=torch.Generator())
+
+
+class NestedSlices(nn.Module):
+    """Task i computes with the leading block W[:o_i, :c_i] of one shared weight, as a width-w sub-network does."""
+
+    blocks = [(6, 5), (4, 3), (2, 2)]
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 5, 3, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.randn(6, dtype=torch.float64))
+
+    def losses(self, x, targets):
+        out = []
+        for (o, c), target in zip(self.blocks, targets):
+            y = torch.einsum('ock,bck->bo', self.weight[:o, :c], x[:, :c]) + self.bias[:o]
+            out.append(((y - target[:, :o]) ** 2).mean())
+        return out
+
+
+def _nested_run(supports: bool, steps: int = 4):
+    torch.manual_seed(0)
+    model = NestedSlices()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 5, 3, dtype=torch.float64, generator=gen)
+    base = torch.randn(8, 6, dtype=torch.float64, generator=gen)
+    targets = [10 * base, -10 * base, 10 * base]  # opposite targets: the tasks' gradients conflict
+    given = {model.weight: [(slice(0, o), slice(0, c)) for o, c in model.blocks],
+             model.bias: [(slice(0, o),) for o, _ in model.blocks]} if supports else None
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.05), model.parameters(), 3,
+                             generator=torch.Generator().manual_seed(2), supports=given)
+    grams = []
+    for _ in range(steps):
+        opt.zero_grad()
+        for i, loss in enumerate(model.losses(x, targets)):
+            loss.backward()
+            opt.collect(i)
+        grams.append(opt.gram_matrix())
+        opt.step()
+    return model, opt, grams
+
+
+def test_supports_give_the_dense_update():
+    dense, dense_opt, dense_grams = _nested_run(supports=False)
+    blocks, blocks_opt, block_grams = _nested_run(supports=True)
+    assert dense_opt.num_conflicts_total == blocks_opt.num_conflicts_total > 0
+    for a, b in zip(dense_grams, block_grams):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for name in ('weight', 'bias'):
+        torch.testing.assert_close(getattr(blocks, name), getattr(dense, name), rtol=1e-12, atol=1e-12)
+    # the dense Gram matrix is the Gram matrix of the flattened gradients
+    model, opt, _ = _nested_run(supports=True, steps=0)
+    opt.zero_grad()
+    rows = []
+    for i, loss in enumerate(model.losses(torch.ones(2, 5, 3, dtype=torch.float64), [torch.ones(2, 6)] * 3)):
+        loss.backward()
+        rows.append(torch.cat([model.weight.grad.reshape(-1), model.bias.grad]))
+        opt.collect(i)
+    flat = torch.stack(rows)
+    torch.testing.assert_close(opt.gram_matrix(), flat @ flat.t())
+
+
+def test_supports_must_be_leading_slices():
+    model = NestedSlices()
+    with pytest.raises(ValueError, match='leading slices'):
+        GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.weight], 1,
+                           supports={model.weight: [(slice(1, 3),)]})
+    with pytest.raises(ValueError, match='2 tasks, expected 3'):
+        GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.weight], 3,
+                           supports={model.weight: [(), ()]})

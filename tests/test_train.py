@@ -1,7 +1,14 @@
 """ The trainer: recipes and overrides, the run folder, resume, non-finite losses and the SFSC step's wiring. """
 import json
+import multiprocessing
+import os
+import re
+import signal
+import stat
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -12,10 +19,12 @@ import sfsc_timm
 from sfsc_timm.losses import UncertaintyCompatibleLoss, width_priorities
 from sfsc_timm.optim import project_conflicting
 from sfsc_timm.train import ConfigError, TrainConfig, config_from_dict, private_params_by_width, shared_params
+from sfsc_timm.train.params import width_gradient_supports
 from sfsc_timm.train.checkpointing import load_training_state
 from sfsc_timm.train.cli import main, resolve_run
 from sfsc_timm.train.distributed import DistInfo
-from sfsc_timm.train.steps import SFSCStep, create_train_step
+from sfsc_timm.train.methods import create_train_step
+from sfsc_timm.train.steps import SFSCStep
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
@@ -90,7 +99,8 @@ def test_invalid_widths_are_rejected(widths, message):
 
 
 @pytest.mark.parametrize('values, message', [
-    (dict(method='sfsc_typo'), 'available: asymmetric, asymmetric_s, bct, bct_s, independent, sfsc, sfsc_exp, sfsc_ipd, sfsc_no_proj'),
+    (dict(method='sfsc_typo'),
+     'available: asymmetric, asymmetric_s, bct, bct_s, independent, sfsc, sfsc_exp, sfsc_ipd, sfsc_no_proj'),
     (dict(sampler='pk', batch_size=10), 'pk_p \\* pk_k'),
     (dict(lr='fast'), "'lr' must be float"), (dict(lambda_tri=1.0), 'sampler: pk'), (dict(model=3), 'must be str'),
 ])
@@ -119,6 +129,28 @@ def test_shared_and_private_parameters_partition_the_network():
     assert 'head.weight' in {names[id(p)] for p in shared} and 'neck.fc.weight' in {names[id(p)] for p in shared}
     all_ids = [id(p) for p in shared] + [id(p) for ps in private.values() for p in ps]
     assert sorted(all_ids) == sorted(id(p) for p in net.parameters())  # a partition: no overlap, nothing missing
+
+
+def test_width_gradient_supports_hold_for_the_supernet():
+    # GradientProjection reads only these blocks: a backward pass at width w must leave the rest of every shared
+    # gradient exactly zero
+    cfg = tiny_config()
+    net = tiny_net(cfg).train()
+    widths = (1.0, 0.5, 0.25)
+    supports = width_gradient_supports(net, widths)
+    images, labels = tiny_batch()
+    sliced = 0
+    for task, width in enumerate(widths):
+        net.zero_grad(set_to_none=True)
+        with net.width(width):
+            torch.nn.functional.cross_entropy(net(images), labels).backward()
+        for p in shared_params(net):
+            index = supports[p][task]
+            outside = p.grad.clone()
+            outside[index] = 0
+            assert not outside.any()
+            sliced += index != ()
+    assert sliced > 0
 
 
 def _hand_computed_update(cfg, net, images, labels, epoch):
@@ -276,3 +308,143 @@ def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_pa
     records = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
     assert [(r['epoch'], r['skipped_steps']) for r in records] == [(1, 1)]
     assert not (tmp_path / 'run' / 'export').exists()
+
+
+# --- nothing lost, nothing shared by accident (issue 12) ---
+
+def _file_bytes(folder: Path):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_a_run_folder_is_never_overwritten_and_a_torn_log_line_is_tolerated(tmp_path, capsys):
+    run = tmp_path / 'run'
+    assert main(tiny_args(tmp_path, 'run', 2, '--stop-after', '1')) == 0
+    before = _file_bytes(run)
+    # a new run into it, without --resume, would have wiped metrics.jsonl and config.yaml
+    assert main(tiny_args(tmp_path, 'run', 2)) == 2
+    err = capsys.readouterr().err
+    assert f'{run} already holds a run' in err and f'--resume {run}' in err and 'another --output' in err
+    assert err.count('\n') == 1 and 'Traceback' not in err
+    assert _file_bytes(run) == before
+    # killed while appending a line: the torn line is dropped and its epoch trained again
+    with open(run / 'metrics.jsonl', 'a') as f:
+        f.write('{"epoch": 2, "train_loss": 0.51, "conflic')
+    assert main(['--resume', str(run)]) == 0
+    records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in records] == [1, 2]
+
+
+def test_killed_during_the_final_step_resume_and_export_complete_it(tmp_path, monkeypatch, capsys):
+    from sfsc_timm.hub.export import main as export_main
+    from sfsc_timm.train import trainer as trainer_module
+    previous_umask = os.umask(0o022)
+    try:
+        run = tmp_path / 'run'
+
+        def killed(*args, **kwargs):
+            raise KeyboardInterrupt  # stands in for a kill while the export is written
+
+        monkeypatch.setattr(trainer_module, 'plot_compatibility_heatmap', killed)
+        assert main(tiny_args(tmp_path, 'run', 1)) == 130
+        monkeypatch.undo()
+        assert load_training_state(run / 'checkpoints' / 'last')['epoch'] == 1 and not (run / 'export').exists()
+        # --resume runs just the missing final evaluation and export
+        assert main(['--resume', str(run)]) == 0
+        assert {p.name for p in (run / 'export').iterdir()} >= {'model.safetensors', 'metrics.json'}
+        weights = _weights(run / 'checkpoints' / 'last')
+        assert all(torch.equal(weights[k], v) for k, v in _weights(run / 'export').items())
+        # so does sfsc-timm export, for a run killed the same way
+        (run / 'export' / 'metrics.json').unlink()
+        assert export_main([str(run), str(tmp_path / 'hub'), '--latency-repeats', '1']) == 0
+        assert (run / 'export' / 'metrics.json').is_file() and (tmp_path / 'hub' / 'README.md').is_file()
+        # and once complete, a resume says so
+        capsys.readouterr()
+        assert main(['--resume', str(run)]) == 2
+        assert 'trained all 1 epochs and is exported' in capsys.readouterr().err
+        # everything the run wrote follows the umask (0644 / 0755 under 022), as any other tool's files
+        for path in [run, *run.rglob('*')]:
+            assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path
+    finally:
+        os.umask(previous_umask)
+
+
+def _hold_lock(run_dir: str, ready) -> None:
+    from sfsc_timm.train.run_lock import RunLock
+    RunLock(run_dir).acquire()
+    ready.set()
+    time.sleep(600)
+
+
+def test_one_run_per_folder_and_a_killed_run_leaves_no_lock(tmp_path, capsys):
+    from sfsc_timm.train.run_lock import RunLock
+    context = multiprocessing.get_context('fork')
+    ready = context.Event()
+    holder = context.Process(target=_hold_lock, args=(str(tmp_path / 'run'), ready))
+    holder.start()
+    assert ready.wait(60)
+    assert main(tiny_args(tmp_path, 'run', 1)) == 2
+    err = capsys.readouterr().err
+    assert f'another sfsc-timm train (pid {holder.pid}) is writing to {tmp_path / "run"}' in err
+    assert not (tmp_path / 'run' / 'config.yaml').exists()
+    os.kill(holder.pid, signal.SIGKILL)  # killed: the kernel drops its lock
+    holder.join()
+    with RunLock(tmp_path / 'run'):
+        pass
+
+
+def _reid_folder(root: Path, train_ids, per_id: int = 12) -> Path:
+    from PIL import Image
+    gen = np.random.default_rng(0)
+    layout = {'bounding_box_train': (train_ids, per_id), 'query': ((50, 51), 2), 'bounding_box_test': ((50, 51), 4)}
+    for folder, (ids, count) in layout.items():
+        (root / folder).mkdir(parents=True)
+        for identity in ids:
+            for k in range(count):
+                pixels = gen.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / folder / f'{identity:04d}_c{k % 2 + 1}s1_{k:06d}_00.png')
+    return root
+
+
+def test_one_class_and_unreadable_images_are_refused_before_training(tmp_path, capsys):
+    args = ['-c', str(DEFAULT_RECIPE), *TINY, '--dataset', 'reid', '--max-train', 'none', '--batch-size', '4',
+            '--val-fraction', '0.2']
+    one_class = _reid_folder(tmp_path / 'one', train_ids=(1,))
+    assert main([*args, '--data-dir', str(one_class), '--output', str(tmp_path / 'run1')]) == 2
+    assert 'a classifier needs at least 2' in capsys.readouterr().err
+    data = _reid_folder(tmp_path / 'three', train_ids=(1, 2, 3))
+    broken = data / 'bounding_box_train' / '0002_c1s1_000003_00.png'
+    broken.write_bytes(b'not a png')
+    (data / 'bounding_box_test' / '0050_c2s1_000001_00.png').write_bytes(b'')
+    assert main([*args, '--data-dir', str(data), '--output', str(tmp_path / 'run2')]) == 2
+    err = capsys.readouterr().err
+    assert '2 image file(s) cannot be read' in err and str(broken) in err and '0050_c2s1_000001_00.png' in err
+    assert err.count('\n') == 1 and not (tmp_path / 'run2' / 'checkpoints').exists()
+
+
+def test_non_finite_weights_never_reach_evaluation_and_the_advice_works(tmp_path, monkeypatch, capsys):
+    # an overflowing gradient with a finite loss makes the weights NaN in epoch 2; every later step is then skipped,
+    # but an epoch has fewer steps (6) than max_nonfinite_steps (50): the weights check must stop the run
+    original = SFSCStep.__call__
+    calls = {'n': 0}
+
+    def overflow_at_step_8(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        calls['n'] += 1
+        if calls['n'] == 8:
+            with torch.no_grad():
+                next(self.net.parameters()).fill_(float('nan'))
+        return result
+
+    monkeypatch.setattr(SFSCStep, '__call__', overflow_at_step_8)
+    run = tmp_path / 'run'
+    assert main(tiny_args(tmp_path, 'run', 3, '--max-nonfinite-steps', '50')) == 1
+    err = capsys.readouterr().err
+    assert 'after epoch 2 the weights are non-finite' in err and not (run / 'export').exists()
+    assert load_training_state(run / 'checkpoints' / 'last')['epoch'] == 1
+    assert [json.loads(line)['epoch'] for line in (run / 'metrics.jsonl').read_text().splitlines()] == [1]
+    # the advice is a command the resume check accepts
+    monkeypatch.undo()
+    advised = re.search(r"'sfsc-timm train (--resume [^']+)'", err).group(1)
+    assert main(advised.split()) == 0
+    assert load_training_state(run / 'checkpoints' / 'last')['config']['clip_grad'] == 5.0
+    assert (run / 'export' / 'metrics.json').is_file()

@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sfsc_timm.train.distributed import DistInfo
-from sfsc_timm.train.steps import create_train_step
+from sfsc_timm.train.methods import create_train_step
 
 from test_train import tiny_batch, tiny_config, tiny_net
 from net_utils import free_port

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -30,6 +29,7 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from ..atomic_io import give_default_permissions, remove_stale_temporaries, temp_path_for
 from .retrieval_data import RetrievalData
 from .splits import pick_queries
 
@@ -298,10 +298,13 @@ def load_glyphs(
     if not (folder / 'info.json').is_file():
         splits, info = build_glyph_dataset(faces, **arguments)
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f'.{folder.name}.', dir=root))
+        remove_stale_temporaries(root, folder.name)
+        staging = temp_path_for(folder)
+        staging.mkdir()
         try:
             splits.save_to_disk(str(staging / 'data'))
             (staging / 'info.json').write_text(json.dumps(info, indent=1))  # written last: marks a complete build
+            give_default_permissions(staging)
             try:
                 os.rename(staging, folder)
             except OSError:  # another process finished the same build first: keep its copy

@@ -82,6 +82,19 @@ def _imagefolder_files(path: str, requested: Set[Optional[str]]) -> Dict[str, An
     return dict(data_dir=str(root))
 
 
+def _lacks_labels(ds: datasets.Dataset) -> bool:
+    # the imagefolder builder labels a split by its class folders only when it has two or more of them
+    return 'label' not in ds.column_names or ds.with_format('arrow', columns=['label'])[:]['label'].null_count > 0
+
+
+def _check_class_folders(split_dir: Path, source: str, name: str) -> None:
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
+    if len(classes) < 2:
+        found = f'only one class folder ({classes[0]}/)' if classes else 'no class folders'
+        raise ValueError(f'image folder {source!r}: split {name!r} has {found}; retrieval needs at least 2 classes, '
+                         f'one sub-folder of {split_dir} per class (or a metadata.csv with a label column).')
+
+
 def load_hub_retrieval(
         source: str,
         *,
@@ -129,6 +142,8 @@ def load_hub_retrieval(
     def split(name: str) -> datasets.Dataset:
         if name not in splits:
             raise ValueError(f'{source!r} has no split {name!r}; its splits are {list(splits)}')
+        if imagefolder and label_column == 'label' and _lacks_labels(splits[name]):
+            _check_class_folders(Path(source).expanduser() / name, source, name)
         return standardize_columns(
             splits[name], label_column=label_column, image_column=image_column, camera_column=camera_column,
             where=f'{source!r} (split {name!r})')

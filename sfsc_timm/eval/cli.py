@@ -1,26 +1,35 @@
 """``sfsc-timm eval``: the compatibility matrix of a checkpoint on a retrieval dataset."""
-import argparse
+import re
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 
 from ..atomic_io import write_json_atomically
+from ..errors import CommandParser, UsageError, check_output_folder_writable, run_command
 from .compat_report import format_compatibility_table, plot_compatibility_heatmap
 from .compatibility import compatibility_matrix
 
+__all__ = ['build_parser', 'main', 'resolve_checkpoint_folder']
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+# load_retrieval_data's keyword arguments as this command's flags, so its messages name what the user can type
+_FLAG_NAMES = {'query_split': '--query-split', 'gallery_split': '--gallery-split',
+               'query_per_class': '--query-per-class', 'root': '--data'}
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog='sfsc-timm eval', description='Compatibility matrix (mAP, query width x gallery width) of a checkpoint.')
-    parser.add_argument('checkpoint', help="checkpoint folder (sfsc_timm.save / a run's export, or a baseline's folder "
-                        "of width_* models) or hf-hub:ORG/NAME")
+    parser.add_argument('checkpoint', help="checkpoint folder (sfsc_timm.save, a run folder or its export/, or a "
+                        "baseline's folder of width_* models) or hf-hub:ORG/NAME")
     parser.add_argument('--data', default='fashion_mnist',
                         help='fashion_mnist (default), a Market-1501-style folder, imagefolder:PATH or a Hub id')
-    parser.add_argument('--query-split', default=None)
-    parser.add_argument('--gallery-split', default=None)
-    parser.add_argument('--query-per-class', type=int, default=None)
+    parser.add_argument('--query-split', default=None, help='Hub / imagefolder: the split of queries')
+    parser.add_argument('--gallery-split', default=None, help='Hub / imagefolder: the gallery split (or the split '
+                                                              'queries are carved from with --query-per-class)')
+    parser.add_argument('--query-per-class', type=int, default=None,
+                        help='carve this many queries per class from the gallery split')
     parser.add_argument('--max-query', type=int, default=None, help='evaluate on a class-balanced query subset')
     parser.add_argument('--max-gallery', type=int, default=None, help='... and gallery subset')
     parser.add_argument('--widths', type=float, nargs='+', default=None, help='default: every width of the checkpoint')
@@ -33,22 +42,87 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    import sfsc_timm
-    from sfsc_timm.models import ModelSet, is_model_set_folder
-    from sfsc_timm.data import build_transforms, load_retrieval_data, with_image_transform
+def _check_arguments(args) -> None:
+    positive = dict(batch_size=args.batch_size, query_per_class=args.query_per_class, max_query=args.max_query,
+                    max_gallery=args.max_gallery)
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise UsageError(f'--{name.replace("_", "-")} must be >= 1, got {value}.')
+    if args.workers < 0:
+        raise UsageError(f'--workers must be >= 0, got {args.workers}.')
+    if args.img_size is not None and min(args.img_size) < 1:
+        raise UsageError(f'--img-size takes a positive height and width, got {" ".join(map(str, args.img_size))}; '
+                         'e.g. --img-size 256 128.')
+    if args.device != 'cpu' and not args.device.startswith('cuda'):
+        raise UsageError(f'--device {args.device!r} is not one of cpu, cuda, cuda:N.')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise UsageError(f'--device {args.device} was asked for but CUDA is not available here; use --device cpu.')
+    check_output_folder_writable(args.output)
 
-    args = build_parser().parse_args(argv)
+
+def resolve_checkpoint_folder(source: str) -> str:
+    """The checkpoint meant by ``source``: itself, a run folder's ``export/``, or a Hub id.
+
+    Raises:
+        UsageError: a folder that holds no checkpoint, or a run that has not finished (saying how to finish it).
+    """
+    from ..models import is_model_set_folder
+    from ..models.checkpoint import CONFIG_NAME
+    if source.startswith(('hf-hub:', 'hf_hub:')):
+        return source
+    path = Path(source.removeprefix('local-dir:'))
+    if not path.exists():
+        hint = f' For a Hub repository write hf-hub:{source}.' if source.count('/') == 1 and \
+            not source.startswith(('.', '/')) else ''
+        raise FileNotFoundError(f'{path} does not exist; pass a checkpoint folder or a run folder.{hint}')
+    if not path.is_dir():
+        raise UsageError(f'{path} is a file; pass the checkpoint folder holding it.')
+    for folder in (path, path / 'export'):
+        if (folder / CONFIG_NAME).is_file() or is_model_set_folder(folder):
+            return str(folder)
+    if (path / 'checkpoints').is_dir():
+        raise UsageError(f'{path} is a training run without its final export; finish it with sfsc-timm train '
+                         f'--resume {path}, or evaluate a checkpoint of it: sfsc-timm eval {path}/checkpoints/best.')
+    raise UsageError(f'{path} holds no checkpoint ({CONFIG_NAME} or width_* model folders); pass a folder written by '
+                     'sfsc_timm.save, a run folder of sfsc-timm train, or its export/ folder.')
+
+
+def _with_flag_names(error: ValueError) -> UsageError:
+    # 'query_split=' -> '--query-split', 'query_per_class=N' -> '--query-per-class N'
+    text = str(error)
+    for name, flag in _FLAG_NAMES.items():
+        text = re.sub(rf'(?<![\w/.-]){name}=(?=[\w\'"<])', f'{flag} ', text)
+        text = re.sub(rf'(?<![\w/.-]){name}=' if name == 'root' else rf'(?<![\w/.-]){name}\b=?', flag, text)
+    return UsageError(text)
+
+
+def evaluate(argv: Sequence[str]) -> None:
+    """``sfsc-timm eval`` without the error reporting: raises what goes wrong."""
+    import sfsc_timm
+    from sfsc_timm.data import build_transforms, load_retrieval_data, with_image_transform
+    from sfsc_timm.data.image_check import check_images
+    from sfsc_timm.models import ModelKind, load_any, model_kind
+
+    args = build_parser().parse_args(list(argv))
+    _check_arguments(args)  # everything that can be checked before minutes of evaluation
     start = time.perf_counter()
-    if is_model_set_folder(args.checkpoint):  # one model per width (the independent / BCT / asymmetric baselines)
-        model = ModelSet.load(args.checkpoint).to(args.device)
-    else:
-        model = sfsc_timm.load(args.checkpoint).to(args.device)
-    widths = tuple(args.widths or getattr(model, 'widths', (model.active_width,)))
-    models = model if hasattr(model, 'set_width') else {model.active_width: model}
-    data = load_retrieval_data(args.data, query_split=args.query_split, gallery_split=args.gallery_split,
-                               query_per_class=args.query_per_class, max_query=args.max_query,
-                               max_gallery=args.max_gallery)
+    source = resolve_checkpoint_folder(args.checkpoint)
+    model = (sfsc_timm.load(source) if source.startswith(('hf-hub:', 'hf_hub:')) else load_any(source)).to(args.device)
+    kind = model_kind(model)
+    trained = model.widths if kind.switchable else (model.active_width,)
+    widths = tuple(sorted(float(w) for w in args.widths)) if args.widths else tuple(trained)
+    missing = [w for w in widths if w not in trained]
+    if missing:
+        raise UsageError(f'--widths {" ".join(f"{w:g}" for w in missing)}: the checkpoint has widths '
+                         f'{" ".join(f"{w:g}" for w in trained)} only.')
+    models = model if kind is not ModelKind.STATIC else {model.active_width: model}
+    try:
+        data = load_retrieval_data(args.data, query_split=args.query_split, gallery_split=args.gallery_split,
+                                   query_per_class=args.query_per_class, max_query=args.max_query,
+                                   max_gallery=args.max_gallery)
+    except ValueError as e:
+        raise _with_flag_names(e) from None
+    check_images([('query', data.query), ('gallery', data.gallery)], data.name)
     overrides = dict(img_size=tuple(args.img_size), crop_pct=1.0) if args.img_size else dict(crop_pct=1.0)
     transform = build_transforms(model, train=False, **overrides)
     result = compatibility_matrix(
@@ -56,17 +130,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         gallery=with_image_transform(data.gallery, transform), widths=widths, batch_size=args.batch_size,
         num_workers=args.workers, device=args.device)
     summary = result.summary
+    first = next(iter(result.metrics.values()))
+    skipped, valid = first['num_skipped_queries'], first['num_valid_queries']
     print(f'{data.name}: {len(data.query)} queries, {len(data.gallery)} gallery items'
           f'{", cameras" if data.has_cameras else ""}; mAP (%), rows = query width, columns = gallery width')
+    print(f'{skipped} of {len(data.query)} queries skipped (no gallery item of their identity'
+          + (' from another camera' if data.has_cameras else '') + f'); {valid} evaluated')
     print(format_compatibility_table(result.matrix, result.widths))
     print(f'mean of matrix {summary["mean"] * 100:.2f}; self-compatible: {summary["self_compatible"]}'
           + (f' (violations: {summary["violations"]})' if summary['violations'] else ''))
-    args.output.mkdir(parents=True, exist_ok=True)
+    architecture = model.pretrained_cfg.get('architecture')
     payload = dict(result.to_dict(), checkpoint=str(args.checkpoint), dataset=data.name,
-                   num_query=len(data.query), num_gallery=len(data.gallery),
-                   architecture=model.pretrained_cfg.get('architecture'), seconds=time.perf_counter() - start)
+                   num_query=len(data.query), num_gallery=len(data.gallery), num_skipped_queries=skipped,
+                   architecture=architecture, seconds=time.perf_counter() - start)
     write_json_atomically(args.output / 'metrics.json', payload)
     plot_compatibility_heatmap(result.matrix, result.widths, args.output / 'compatibility.png',
-                               title=f'{payload["architecture"]} on {data.name}: mAP (%)')
+                               title=f'{architecture} on {data.name}: mAP (%)')
     print(f'wrote {args.output / "metrics.json"} and {args.output / "compatibility.png"}')
-    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_command('sfsc-timm eval', evaluate, argv)

@@ -6,13 +6,13 @@ labelled by their share of the parameters, `width ** 2` (conv weights shrink in 
 SFSC paper: `φ_1/16, φ_1/4, φ_9/16, φ`.
 """
 import numbers
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
+
+from ..atomic_io import write_file_atomically
 
 __all__ = ['parameter_share_label', 'summarize_compatibility', 'format_compatibility_table',
            'plot_compatibility_heatmap']
@@ -119,7 +119,7 @@ def format_compatibility_table(matrix: Any, widths: Sequence[float], fmt: str = 
 def plot_compatibility_heatmap(
         matrix: Any,
         widths: Sequence[float],
-        path: Union[str, os.PathLike],
+        path: Union[str, Path],
         title: Optional[str] = None,
 ) -> Path:
     """Save the matrix as an annotated heatmap PNG (mAP in percent per cell), written atomically.
@@ -160,16 +160,5 @@ def plot_compatibility_heatmap(
             axes.text(g, q, f'{100 * values[q, g]:.2f}', ha='center', va='center', color=color, fontsize=9)
     figure.tight_layout()
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a reader never sees a half-written PNG: write next to the target, then rename over it
-    handle, temp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(handle, 'wb') as file:
-            figure.savefig(file, format='png')
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
-    return path
+    # a reader never sees a half-written PNG
+    return write_file_atomically(path, lambda temp: figure.savefig(temp, format='png'))

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..models.kinds import SfscModel, model_kind
 from .compat_report import summarize_compatibility
 from .retrieval import retrieval_metrics
 
@@ -71,9 +72,9 @@ def _models_by_width(models: Union[nn.Module, Mapping[float, nn.Module]], widths
         if missing:
             raise ValueError(f'no model for widths {missing}; models are given for {sorted(models)}.')
         return chosen, lambda w: _Identity(models[w])
-    if not hasattr(models, 'width'):
-        raise TypeError('models must be a switchable supernet (with .width) or a mapping width -> model, got '
-                        f'{type(models).__name__}.')
+    if not isinstance(models, SfscModel) or not model_kind(models).switchable:
+        raise TypeError('models must be a switchable network (a supernet or a ModelSet) or a mapping width -> model, '
+                        f'got {type(models).__name__}.')
     chosen = tuple(sorted(widths or models.widths))
     return chosen, models.width
 

@@ -1,6 +1,6 @@
 """ Retrieval / person re-identification metrics: mAP, CMC and mINP over an exact ranking of the whole gallery.
 
-Protocol (DESIGN.md section 4, the Market-1501 / torchreid convention):
+Protocol (docs/design.md, "Evaluation"; the Market-1501 / torchreid convention):
 - embeddings are L2-normalised and compared by cosine distance `1 - <q, g>`; every gallery item is ranked, there is
   no top-k cut;
 - with camera ids, gallery items that share the query's identity *and* camera are removed from that query's ranking

@@ -8,12 +8,7 @@ is dynamic. Every export is checked against PyTorch on sample batches of two siz
 by loading it back with timm) and written only if the largest difference is within the tolerance; the file (folder)
 is written next to its target and renamed into place.
 """
-import argparse
 import json
-import os
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -22,10 +17,10 @@ import timm
 import torch
 from torch import nn
 
+from ..atomic_io import staged_folder, write_file_atomically
+from ..errors import CommandParser, check_output_folder_writable, run_command
 from ..inference.model import load_embedding_model
 from ..models import save
-from ..models.checkpoint import replace_folder
-from ._files import give_default_permissions
 
 __all__ = ['FORMATS', 'DeployError', 'DeployResult', 'load_embedding_model', 'export_width', 'build_parser', 'main']
 
@@ -53,7 +48,7 @@ class DeployResult:
 def _metadata(model: nn.Module, source: str) -> Dict[str, str]:
     cfg = model.pretrained_cfg
     return dict(source=source, architecture=str(cfg.get('architecture')), width=str(model.active_width),
-                widths=json.dumps(list(getattr(model, 'source_widths', ()) or ())), embed_dim=str(model.embed_dim),
+                widths=json.dumps(list(model.source_widths)), embed_dim=str(model.embed_dim),
                 input_size=json.dumps(list(cfg['input_size'])), mean=json.dumps(list(cfg['mean'])),
                 std=json.dumps(list(cfg['std'])), interpolation=str(cfg.get('interpolation')),
                 crop_pct=str(cfg.get('crop_pct')), output='embedding (not L2-normalised)')
@@ -126,21 +121,21 @@ def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
     input_size = tuple(cfg['input_size'])
     sample = torch.randn(2, *input_size, generator=generator)
     checks = [torch.randn(b, *input_size, generator=generator) for b in CHECK_BATCH_SIZES]
-    staging = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
-    temp = staging / f'export{FORMATS[format]}'
-    try:
+    found = {}
+
+    def write_and_check(temp: Path) -> None:
         run_exported = _EXPORTERS[format](model, sample, temp, _metadata(model, str(source)))
-        max_diff, shape = _compare(model, run_exported, checks)
-        if not max_diff <= atol:
-            raise DeployError(f'the {format} export of width {width} differs from PyTorch by up to {max_diff:.3g} '
-                              f'(tolerance {atol:g}); nothing was written to {path}.')
-        give_default_permissions(temp)
-        if temp.is_dir():
-            replace_folder(temp, path)
-        else:
-            os.replace(temp, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        found['max_diff'], found['shape'] = _compare(model, run_exported, checks)
+        if not found['max_diff'] <= atol:
+            raise DeployError(f'the {format} export of width {width} differs from PyTorch by up to '
+                              f'{found["max_diff"]:.3g} (tolerance {atol:g}); nothing was written to {path}.')
+
+    if format == 'hf':  # a folder, built beside the target and swapped in whole
+        with staged_folder(path) as folder:
+            write_and_check(folder)
+    else:
+        write_file_atomically(path, write_and_check, suffix=FORMATS[format])
+    max_diff, shape = found['max_diff'], found['shape']
     checked_with = {'onnx': 'onnxruntime', 'hf': "timm.create_model('local-dir:...')"}.get(
         format, f'the reloaded {format} file')
     return DeployResult(path=path, format=format, width=float(width), embed_dim=shape[-1], input_size=input_size,
@@ -161,8 +156,8 @@ def _compare(model: nn.Module, run_exported: Callable, checks: List[torch.Tensor
     return max_diff, shape
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog='sfsc-timm export-width',
         description='Export the embedding model of one width (static sub-model, no classifier) for deployment, '
                     'checked against PyTorch on sample batches.')
@@ -177,16 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _export_width(argv: List[str]) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        result = export_width(args.source, args.width, args.format, args.output, atol=args.atol)
-    except (DeployError, ValueError, FileNotFoundError) as e:  # ExportError, CheckpointError, untrained width
-        print(f'sfsc-timm export-width: {e}', file=sys.stderr)
-        return 1
+    if args.output is not None:
+        check_output_folder_writable(args.output.parent if str(args.output.parent) else Path('.'), '--output')
+    result = export_width(args.source, args.width, args.format, args.output, atol=args.atol)
     print(f'wrote {result.path}: width {result.width}, {result.format}, input (B, '
           f'{", ".join(map(str, result.input_size))}) -> embeddings (B, {result.embed_dim}); '
           f'max abs diff vs PyTorch {result.max_abs_diff:.3g} ({result.checked_with}, batches of '
           f'{" and ".join(map(str, CHECK_BATCH_SIZES))})')
-    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_command('sfsc-timm export-width', _export_width, argv)
 

@@ -4,25 +4,26 @@ The folder holds ``model.safetensors`` (the supernet), ``config.json`` (timm's l
 ``compatibility.png`` (the heatmap), ``metrics.json`` (the evaluation the card reports) and, when the run recorded one,
 ``recipe.yaml``. It is written next to ``OUT_DIR`` and swapped in whole, so a good export is never half-overwritten.
 """
-import argparse
 import json
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import yaml
 
+from ..atomic_io import staged_folder
 from ..eval import plot_compatibility_heatmap
-from ..models import CheckpointError, load
-from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, replace_folder, tidy_config
-from ._files import give_default_permissions
+from ..errors import CommandParser, check_output_folder_writable, run_command
+from ..models import ModelKind, load, model_kind
+from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, tidy_config
+from ..train.cli import finish_run
+from ..train.run_status import run_status
 from .measure import Measurement, measure_widths
 from .model_card import build_model_card, public_name, public_recipe
 from .run_folder import HEATMAP_NAME, METRICS_NAME, RECIPE_NAME, ExportError, RunFolder, read_run
 
-__all__ = ['CARD_NAME', 'EXPORT_FILES', 'export_run', 'check_output_folder', 'build_parser', 'main']
+__all__ = ['CARD_NAME', 'EXPORT_FILES', 'export_run', 'finish_final_step', 'check_output_folder', 'build_parser',
+           'main']
 
 CARD_NAME = 'README.md'
 EXPORT_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, HEATMAP_NAME, METRICS_NAME, RECIPE_NAME)
@@ -39,6 +40,20 @@ def check_output_folder(out_dir: Path) -> None:
         shown = ', '.join(foreign[:5]) + (f' (+{len(foreign) - 5} more)' if len(foreign) > 5 else '')
         raise ExportError(f'{out_dir} exists and holds files an export does not write ({shown}); exporting would '
                           'replace the whole folder. Choose a new or empty OUT_DIR, or remove those files.')
+
+
+def finish_final_step(source: Union[str, Path]) -> None:
+    """A training run killed during its final evaluation / export gets them now; one still training is named."""
+    source = Path(source)
+    if not (source / 'checkpoints').is_dir():
+        return
+    status = run_status(source)
+    if status.needs_final_step:
+        print(f'{source} finished training but not its final evaluation and export: running them first')
+        finish_run(source)
+    elif status.trained_epochs is not None and not status.finished_training:
+        raise ExportError(f'{source} has trained {status.trained_epochs} of {status.total_epochs} epochs; continue '
+                          f'it with sfsc-timm train --resume {source}, then export it.')
 
 
 def export_run(
@@ -69,26 +84,21 @@ def export_run(
         ``out_dir``.
     """
     out_dir = Path(out_dir)
+    finish_final_step(source)
     run = read_run(source)
     check_output_folder(out_dir)
     net = load(run.folder)
-    if not hasattr(net, 'set_width'):
+    if model_kind(net) is not ModelKind.SUPERNET:
         raise ExportError(f'{run.folder} holds a static sub-model, not the supernet; export the supernet checkpoint.')
     measurement = measure_widths(net, run.widths, run.input_size, batch_size=latency_batch, repeats=latency_repeats)
     if verbose:
         _print_measurement(measurement)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         _write_files(run, staging)
         card = build_model_card(run, measurement, repo_id=repo_id, local_folder=out_dir, license=license,
                                 datasets=datasets, tags=tags, has_recipe_file=(staging / RECIPE_NAME).is_file(),
                                 template_path=template_path)
         card.save(staging / CARD_NAME)
-        give_default_permissions(staging)
-        replace_folder(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 
@@ -125,8 +135,8 @@ def _print_measurement(measurement: Measurement) -> None:
         print(f'  width {s.width:<5g} {s.parameters / 1e6:8.2f} M params {s.gmacs:9.4f} GMACs {s.latency_ms:9.2f} ms')
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog='sfsc-timm export',
         description='Write the Hub repository folder of a trained supernet: weights, config, model card, heatmap.')
     parser.add_argument('run_dir', type=Path,
@@ -147,14 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _export(argv: List[str]) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        out = export_run(args.run_dir, args.out_dir, repo_id=args.repo_id, license=args.license,
-                         datasets=args.datasets, tags=args.tags, latency_batch=args.latency_batch,
-                         latency_repeats=args.latency_repeats, template_path=args.template, verbose=True)
-    except (ExportError, CheckpointError, FileNotFoundError) as e:
-        print(f'sfsc-timm export: {e}', file=sys.stderr)
-        return 1
+    check_output_folder_writable(args.out_dir, 'OUT_DIR')
+    out = export_run(args.run_dir, args.out_dir, repo_id=args.repo_id, license=args.license,
+                     datasets=args.datasets, tags=args.tags, latency_batch=args.latency_batch,
+                     latency_repeats=args.latency_repeats, template_path=args.template, verbose=True)
     print(f'wrote {out}: {", ".join(sorted(p.name for p in out.iterdir()))}')
-    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_command('sfsc-timm export', _export, argv)

@@ -1,5 +1,7 @@
-"""The contract every switchable layer fulfils: dynamic at training time, static on demand (mmrazor's idea)."""
-from typing import Dict, Tuple
+"""The contract every switchable layer fulfils: converted from a plain layer, dynamic at training time, static on
+demand (mmrazor's dynamic-op idea). Invariant, tested for every layer: at width ``w`` the switchable layer computes
+exactly what ``to_static(w)`` loaded through ``static_state_map(w)`` computes."""
+from typing import Dict, Sequence, Tuple
 
 from torch import nn
 
@@ -16,6 +18,17 @@ class SwitchableLayer:
 
     widths: Tuple[float, ...]
     active_width: float
+
+    @classmethod
+    def convert_from(cls, module: nn.Module, widths: Sequence[float], slice_in: bool = True) -> 'SwitchableLayer':
+        """The switchable counterpart of the plain layer ``module``, sharing (not copying) its parameters where it can.
+
+        Args:
+            module: the plain layer (exactly the type this class is registered for in ``SWITCHABLE_LAYERS``).
+            widths: the widths the layer will switch between (must include 1.0).
+            slice_in: slice the input channels (False for a layer that reads the image).
+        """
+        raise NotImplementedError
 
     def set_width(self, width: float) -> None:
         """Make ``width`` the width used by ``forward``."""

@@ -2,10 +2,11 @@
 
 At width ``w`` a layer with ``c`` full-width channels uses its leading ``make_divisible(c * w, 8)`` channels. Because
 every layer applies the same rule to the same full-width count, the two inputs of a residual addition always agree,
-so no graph analysis is needed (DESIGN.md §2).
+so no graph analysis is needed (docs/design.md, "Widths and the channel rule").
 """
 import math
-from typing import Iterable, Tuple
+import numbers
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 from timm.layers import make_divisible
 
@@ -13,17 +14,29 @@ CHANNEL_DIVISOR = 8
 DEFAULT_WIDTHS: Tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 
 
-def check_width(width: float) -> float:
-    """Validate one width multiplier and return it as a float.
+def check_width(width: Any, widths: Optional[Sequence[float]] = None, owner: str = 'this network') -> float:
+    """The one width check: a number in (0, 1] (Python or numpy), and one of ``widths`` when they are given.
+
+    Args:
+        width: the width multiplier to check.
+        widths: the widths ``owner`` was built (and trained) with; None to check the number only.
+        owner: what has those widths, for the message (e.g. ``'this network'``, ``'the checkpoint'``).
+
+    Returns:
+        ``width`` as a Python float.
 
     Raises:
-        ValueError: if the width is not a number in (0, 1].
+        ValueError: naming the bad width and, for one not in ``widths``, the widths to choose from.
     """
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width):
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not math.isfinite(width):
         raise ValueError(f'width must be a number in (0, 1], got {width!r}.')
     if not 0.0 < width <= 1.0:
         raise ValueError(f'width must be in (0, 1] (1.0 is the full network), got {width}.')
-    return float(width)
+    width = float(width)
+    if widths is not None and width not in widths:
+        raise ValueError(f'width {width:g} is not one of the widths {tuple(widths)} of {owner}; it has no BatchNorm '
+                         f'statistics for it. Choose one of {tuple(widths)}.')
+    return width
 
 
 def check_widths(widths: Iterable[float]) -> Tuple[float, ...]:

@@ -1,6 +1,11 @@
-"""Turn a timm CNN into its switchable form, and a switchable network back into a static one at one width."""
+"""Turn a timm CNN into its switchable form, and a switchable network back into a static one at one width.
+
+Conversion is a table from plain layer type to switchable class (:data:`SWITCHABLE_LAYERS`), each class built by its
+one constructor ``convert_from``; a new layer type is one entry. Modules that hold no tensors of their own are left
+as they are; any other module holding parameters must have an entry, or conversion fails loudly.
+"""
 import copy
-from typing import Callable, Dict, Iterable, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -10,10 +15,19 @@ from .base import SliceSpec, SwitchableLayer
 from .channels import check_widths
 from .switchable_conv import SwitchableConv2d
 from .switchable_linear import SwitchableLinear
-from .switchable_norm import SwitchableBatchNorm2d, SwitchableBatchNormAct2d
+from .switchable_norm import SwitchableBatchNorm1d, SwitchableBatchNorm2d, SwitchableBatchNormAct2d
 
-# Modules that hold no tensors of their own, or only tensors the channel rule does not touch, are left as they are.
-# Anything else holding parameters must have a switchable counterpart, or conversion fails loudly.
+__all__ = ['SWITCHABLE_LAYERS', 'convert_to_switchable', 'switchable_layers', 'meta_copy', 'static_skeleton',
+           'static_state_map', 'to_static']
+
+# exact type -> switchable class: a subclass of a plain layer may compute something else, so it is not matched
+SWITCHABLE_LAYERS: Dict[Type[nn.Module], Type[SwitchableLayer]] = {
+    nn.Conv2d: SwitchableConv2d,
+    nn.Linear: SwitchableLinear,
+    nn.BatchNorm1d: SwitchableBatchNorm1d,
+    nn.BatchNorm2d: SwitchableBatchNorm2d,
+    BatchNormAct2d: SwitchableBatchNormAct2d,
+}
 
 
 def _replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -22,18 +36,10 @@ def _replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _switchable_counterpart(module: nn.Module, widths: Tuple[float, ...], slice_in: bool):
-    # Most derived classes first: BatchNormAct2d is itself a BatchNorm2d.
     if isinstance(module, SwitchableLayer):
         return module
-    if type(module) is BatchNormAct2d:
-        return SwitchableBatchNormAct2d.from_bn_act(module, widths)
-    if type(module) is nn.BatchNorm2d:
-        return SwitchableBatchNorm2d.from_bn(module, widths)
-    if type(module) is nn.Conv2d:
-        return SwitchableConv2d.from_conv(module, widths, slice_in=slice_in)
-    if type(module) is nn.Linear:
-        return SwitchableLinear.from_linear(module, widths, slice_in=slice_in)
-    return None
+    switchable = SWITCHABLE_LAYERS.get(type(module))
+    return None if switchable is None else switchable.convert_from(module, widths, slice_in=slice_in)
 
 
 def convert_to_switchable(
@@ -70,9 +76,10 @@ def convert_to_switchable(
             if new is not module:
                 _replace_module(model, name, new)
         elif any(True for _ in module.parameters(recurse=False)):
+            supported = ', '.join(t.__name__ for t in SWITCHABLE_LAYERS)
             raise TypeError(
-                f'{name} ({type(module).__name__}) holds parameters but has no switchable counterpart; '
-                'supported layers: nn.Conv2d (plain or depthwise), nn.Linear, nn.BatchNorm2d, timm BatchNormAct2d.')
+                f'{name} ({type(module).__name__}) holds parameters but has no switchable counterpart; supported '
+                f'layers: {supported} (add an entry to sfsc_timm.layers.SWITCHABLE_LAYERS for another type).')
     return model
 
 

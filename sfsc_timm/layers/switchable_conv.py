@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SliceSpec, SwitchableLayer
-from .channels import check_widths, width_channels
+from .channels import check_width, check_widths, width_channels
 
 
 class SwitchableConv2d(nn.Conv2d, SwitchableLayer):
@@ -55,7 +55,7 @@ class SwitchableConv2d(nn.Conv2d, SwitchableLayer):
         self.set_width(1.0)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, widths: Sequence[float], slice_in: bool = True) -> 'SwitchableConv2d':
+    def convert_from(cls, conv: nn.Conv2d, widths: Sequence[float], slice_in: bool = True) -> 'SwitchableConv2d':
         """Wrap an existing conv, sharing (not copying) its parameters."""
         if type(conv) is not nn.Conv2d:
             raise TypeError(f'{type(conv).__name__} is not a plain nn.Conv2d; it has no switchable counterpart.')
@@ -76,9 +76,7 @@ class SwitchableConv2d(nn.Conv2d, SwitchableLayer):
         return in_w, out_w, groups
 
     def set_width(self, width: float) -> None:
-        if width not in self.widths:
-            raise ValueError(f'width {width} is not one of this layer\'s widths {self.widths}.')
-        self.active_width = width
+        self.active_width = width = check_width(width, self.widths, owner='this layer')
         self.active_in, self.active_out, self.active_groups = self._shape_at(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SliceSpec, SwitchableLayer
-from .channels import check_widths, width_channels
+from .channels import check_width, check_widths, width_channels
 
 
 class SwitchableLinear(nn.Linear, SwitchableLayer):
@@ -38,8 +38,8 @@ class SwitchableLinear(nn.Linear, SwitchableLayer):
         self.set_width(1.0)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, widths: Sequence[float], slice_in: bool = True,
-                    slice_out: bool = True) -> 'SwitchableLinear':
+    def convert_from(cls, linear: nn.Linear, widths: Sequence[float], slice_in: bool = True,
+                     slice_out: bool = True) -> 'SwitchableLinear':
         """Wrap an existing linear layer, sharing (not copying) its parameters."""
         if type(linear) is not nn.Linear:
             raise TypeError(f'{type(linear).__name__} is not a plain nn.Linear; it has no switchable counterpart.')
@@ -55,9 +55,7 @@ class SwitchableLinear(nn.Linear, SwitchableLayer):
         return in_w, out_w
 
     def set_width(self, width: float) -> None:
-        if width not in self.widths:
-            raise ValueError(f'width {width} is not one of this layer\'s widths {self.widths}.')
-        self.active_width = width
+        self.active_width = width = check_width(width, self.widths, owner='this layer')
         self.active_in, self.active_out = self._shape_at(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

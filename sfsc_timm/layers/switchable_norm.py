@@ -13,7 +13,7 @@ from torch import nn
 from timm.layers import BatchNormAct2d
 
 from .base import SliceSpec, SwitchableLayer
-from .channels import check_widths, width_channels, width_key
+from .channels import check_width, check_widths, width_channels, width_key
 
 
 def _plain_bn(bn_cls, num_features: int, like: nn.modules.batchnorm._BatchNorm, device) -> nn.Module:
@@ -54,10 +54,8 @@ class _PerWidthNorm(SwitchableLayer):
                 tensor.copy_(source if tensor.ndim == 0 else source[:tensor.shape[0]])
 
     def set_width(self, width: float) -> None:
-        if width not in self.widths:
-            raise ValueError(f'width {width} is not one of this layer\'s widths {self.widths}.')
-        self.active_width = width
-        self.active_key = width_key(width)
+        self.active_width = check_width(width, self.widths, owner='this layer')
+        self.active_key = width_key(self.active_width)
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         """BatchNorm at the active width: the layer's own tensors at full width, else that width's private one."""
@@ -121,9 +119,10 @@ class SwitchableBatchNorm2d(nn.BatchNorm2d, _PerWidthNorm):
         self._init_per_width(widths, slice_channels)
 
     @classmethod
-    def from_bn(cls, bn: nn.BatchNorm2d, widths: Sequence[float]) -> 'SwitchableBatchNorm2d':
+    def convert_from(cls, bn: nn.BatchNorm2d, widths: Sequence[float],
+                     slice_in: bool = True) -> 'SwitchableBatchNorm2d':
         """Switchable copy of ``bn``: its tensors become the full width, narrow widths start as their slices."""
-        return cls._from_bn(bn, widths, slice_channels=True)
+        return cls._from_bn(bn, widths, slice_channels=slice_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._norm(x)
@@ -139,6 +138,12 @@ class SwitchableBatchNorm1d(nn.BatchNorm1d, _PerWidthNorm):
                  device=None, dtype=None):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
         self._init_per_width(widths, slice_channels)
+
+    @classmethod
+    def convert_from(cls, bn: nn.BatchNorm1d, widths: Sequence[float],
+                     slice_in: bool = True) -> 'SwitchableBatchNorm1d':
+        """Switchable copy of ``bn``: its tensors become the full width, narrow widths start as their slices."""
+        return cls._from_bn(bn, widths, slice_channels=slice_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._norm(x)
@@ -159,9 +164,10 @@ class SwitchableBatchNormAct2d(BatchNormAct2d, _PerWidthNorm):
         self._init_per_width(widths, slice_channels)
 
     @classmethod
-    def from_bn_act(cls, bn: BatchNormAct2d, widths: Sequence[float]) -> 'SwitchableBatchNormAct2d':
+    def convert_from(cls, bn: BatchNormAct2d, widths: Sequence[float],
+                     slice_in: bool = True) -> 'SwitchableBatchNormAct2d':
         """Switchable copy of ``bn``, sharing its activation and drop modules."""
-        return cls._from_bn(bn, widths, slice_channels=True, act=bn.act, drop=bn.drop)
+        return cls._from_bn(bn, widths, slice_channels=slice_in, act=bn.act, drop=bn.drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.drop(self._norm(x)))

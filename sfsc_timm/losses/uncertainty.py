@@ -1,4 +1,4 @@
-""" SFSC uncertainty-based compatible loss and per-width priorities (DESIGN section 3, step 2). """
+""" SFSC uncertainty-based compatible loss and per-width priorities (docs/design.md, "The SFSC step"). """
 from typing import NamedTuple, Sequence, Union
 
 import torch

@@ -4,8 +4,6 @@ import math
 import os
 import struct
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -13,7 +11,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from ..atomic_io import replace_folder, staged_folder  # noqa: F401  (replace_folder: the name others import)
 from ..layers import key_width
+from .kinds import ModelKind, model_kind
 
 
 WEIGHTS_NAME = 'model.safetensors'
@@ -87,6 +87,18 @@ class CheckpointReader:
 
     def shape(self, key: str) -> Tuple[int, ...]:
         return tuple(self._header[key]['shape'])
+
+    def dtype(self, key: str) -> torch.dtype:
+        """The stored dtype of ``key``.
+
+        Raises:
+            CheckpointError: a dtype this reader does not know (the header was altered).
+        """
+        name = self._header[key]['dtype']
+        if name not in _DTYPES:
+            raise CheckpointError(f'{self.path}: tensor {key} has dtype {name!r}, which sfsc_timm never writes; the '
+                                  'file is corrupt. Save or download it again.')
+        return _DTYPES[name]
 
     def read(self, key: str, index: Tuple[slice, ...] = ()) -> torch.Tensor:
         """The tensor stored under ``key``, or only ``tensor[index]`` for leading slices ``slice(0, n)`` of its
@@ -176,30 +188,31 @@ def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, 
                          "timm.create_model('sfsc_resnet50', ...) (or another registered sfsc_* model).")
     args = dict(model_args or {})
     args.update(sfsc_model_args(net))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
-    try:
+    with staged_folder(path) as staging:
         save_for_hf(net, staging, model_args=args, model_config=_label_config(net), safe_serialization=True)
         tidy_config(staging / CONFIG_NAME)
-        replace_folder(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
-def replace_folder(new: Path, target: Path) -> None:
-    """Move the complete folder ``new`` to ``target``; an existing ``target`` goes only once ``new`` is whole."""
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f'.{target.name}.old.', dir=target.parent))
-        os.replace(target, retired / target.name)
-        try:
-            os.replace(new, target)
-        except BaseException:
-            os.replace(retired / target.name, target)  # put the good one back
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(new, target)
+def read_checkpoint_config(folder: Union[str, Path]) -> Dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder, checked to be a JSON object naming an architecture.
+
+    Raises:
+        CheckpointError: missing, unreadable or truncated, naming the file and the fix.
+    """
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f'{Path(folder)} has no {CONFIG_NAME}: it is not a checkpoint folder. Pass a folder '
+                              'written by sfsc_timm.save(net, folder), a run folder or its export/ folder.')
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f'{path} is not valid JSON ({e}); it is truncated or corrupt. Save or download the '
+                              'checkpoint again.') from None
+    if not isinstance(config, dict) or not isinstance(config.get('architecture'), str):
+        raise CheckpointError(f'{path} names no "architecture"; it was not written by sfsc_timm.save or '
+                              'timm.models.save_for_hf.')
+    return config
 
 
 def _label_config(net: nn.Module) -> Dict[str, Any]:
@@ -229,9 +242,13 @@ def tidy_config(path: Path) -> None:
 
 def sfsc_model_args(net: nn.Module) -> Dict[str, Any]:
     """The constructor arguments that rebuild ``net`` from its checkpoint (``num_classes`` is config.json's own)."""
+    kind = model_kind(net)
+    if kind is ModelKind.MODEL_SET:
+        raise TypeError('a ModelSet is saved one folder per width: use model_set.save(folder).')
+    static = kind is ModelKind.STATIC
     args = dict(embed_dim=net.embed_dim, in_chans=net.in_chans,
-                widths=list(getattr(net, 'widths', None) or getattr(net, 'source_widths')))
-    if not hasattr(net, 'set_width'):  # a static sub-model: its checkpoint holds one width only
+                widths=list(net.source_widths if static else net.widths))
+    if static:  # its checkpoint holds one width only
         args['width'] = net.active_width
     return args
 

@@ -1,5 +1,6 @@
 """Embedding networks: a timm backbone, a BNNeck to D dimensions and one classifier shared by every width."""
 import contextlib
+import numbers
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import timm
@@ -11,6 +12,7 @@ from ..layers import (
     width_channels,
 )
 from .heads import EmbeddingNeck, check_pooling, create_head, init_head
+from .kinds import ModelKind, SfscModel
 
 
 class WidthSwitching:
@@ -32,7 +34,7 @@ class WidthSwitching:
             self.set_width(previous)
 
 
-class EmbeddingNet(nn.Module):
+class EmbeddingNet(nn.Module, SfscModel):
     """Backbone -> neck (Linear to D without bias, BatchNorm1d) -> head (Linear D -> classes, or Identity).
 
     The same class serves the switchable supernet (:class:`SwitchableEmbeddingNet`) and the static sub-models that
@@ -45,6 +47,8 @@ class EmbeddingNet(nn.Module):
     """
     __jit_unused_properties__ = ['global_pool']
 
+    kind = ModelKind.STATIC
+
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, embed_dim: int, num_classes: int,
                  width: float = 1.0, in_chans: int = 3):
         super().__init__()
@@ -56,6 +60,7 @@ class EmbeddingNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self._width = width
+        self.source_widths = (width,)  # the widths of the supernet it comes from (``extract`` sets them)
         self.feature_info = [dict(f, module=f'backbone.{f["module"]}') for f in backbone.feature_info]
         self._follow_pooling()
 
@@ -191,6 +196,8 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
             ``global_pool``...).
     """
 
+    kind = ModelKind.SUPERNET
+
     def __init__(self, backbone_name: str, widths: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
                  embed_dim: Optional[int] = None, num_classes: int = 0, in_chans: int = 3,
                  input_layers: Optional[Sequence[str]] = None, device=None, **backbone_kwargs):
@@ -203,9 +210,11 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
             input_layers = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
         convert_to_switchable(backbone, widths, input_layers)
         feature_dim = getattr(backbone, 'head_hidden_size', None) or backbone.num_features  # pre-logits size
-        embed_dim = embed_dim or feature_dim
-        if embed_dim <= 0:
-            raise ValueError(f'embed_dim must be positive, got {embed_dim}.')
+        if embed_dim is not None and (isinstance(embed_dim, bool) or not isinstance(embed_dim, numbers.Integral)
+                                      or embed_dim < 1):
+            raise ValueError(f'embed_dim must be a positive int (the embedding size D) or None for the backbone\'s '
+                             f'{feature_dim}, got {embed_dim!r}.')
+        embed_dim = feature_dim if embed_dim is None else int(embed_dim)
         neck = EmbeddingNeck(
             fc=SwitchableLinear(feature_dim, embed_dim, bias=False, widths=widths, slice_out=False, device=device),
             bn=SwitchableBatchNorm1d(embed_dim, widths=widths, slice_channels=False, device=device),
@@ -221,11 +230,7 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
 
     def set_width(self, width: float) -> 'SwitchableEmbeddingNet':
         """Switch every layer to ``width`` (one of ``self.widths``); returns ``self``."""
-        width = check_width(width)
-        if width not in self.widths:
-            raise ValueError(
-                f'width {width} is not one of this network\'s widths {self.widths}; it has no BatchNorm statistics '
-                f'for it. Choose one of {self.widths}, or build and train the network with widths including {width}.')
+        width = check_width(width, self.widths)
         for layer in switchable_layers(self).values():
             layer.set_width(width)
         self._width = width

@@ -79,10 +79,7 @@ def extract(net: SwitchableEmbeddingNet, width: float) -> EmbeddingNet:
     """
     if not isinstance(net, SwitchableEmbeddingNet):
         raise TypeError(f'extract needs a switchable supernet (SwitchableEmbeddingNet), got {type(net).__name__}.')
-    width = check_width(width)
-    if width not in net.widths:
-        raise ValueError(f'width {width} is not one of this network\'s widths {net.widths}; it has no BatchNorm '
-                         f'statistics for it. Choose one of {net.widths}.')
+    width = check_width(width, net.widths)
     state = net.state_dict()
 
     def read(key: str, index: Tuple[slice, ...]) -> torch.Tensor:

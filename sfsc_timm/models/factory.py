@@ -54,10 +54,7 @@ def create_sfsc_model(
                                  pretrained_cfg_overlay=pretrained_cfg_overlay).to_dict()
     widths = check_widths(widths)
     if width is not None:
-        width = check_width(width)
-        if width not in widths:
-            raise ValueError(f'width {width} is not one of the widths {widths} of {variant}; it has no BatchNorm '
-                             f'statistics for it. Choose one of {widths}.')
+        width = check_width(width, widths, owner=variant)
     num_classes = (cfg.get('num_classes') or 0) if num_classes is None else num_classes
     build = dict(widths=widths, embed_dim=embed_dim, num_classes=num_classes, in_chans=in_chans, **backbone_kwargs)
     if pretrained:

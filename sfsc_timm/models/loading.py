@@ -5,7 +5,7 @@ from typing import Optional, Union
 import timm
 from torch import nn
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, read_checkpoint_config
 
 
 def load(source: Union[str, Path], width: Optional[float] = None, **kwargs) -> nn.Module:
@@ -23,7 +23,9 @@ def load(source: Union[str, Path], width: Optional[float] = None, **kwargs) -> n
     if not folder.is_dir():
         raise FileNotFoundError(f'Checkpoint folder {folder} does not exist; pass a folder written by '
                                 "sfsc_timm.save(net, folder) or a Hub id 'hf-hub:ORG/NAME'.")
-    if not (folder / CONFIG_NAME).is_file():
+    if (folder / CONFIG_NAME).is_file():
+        read_checkpoint_config(folder)  # a truncated config.json is named here, not deep inside timm
+    else:
         raise CheckpointError(
             f'{folder} has no {CONFIG_NAME}, so the architecture and widths are unknown. Re-save the supernet with '
             "sfsc_timm.save(net, folder), or name them yourself: timm.create_model('sfsc_resnet50', pretrained=True, "

@@ -10,17 +10,20 @@ from torch import nn
 from ..layers import check_width, check_widths, key_width, width_key
 from .checkpoint import save
 from .embedding_net import EmbeddingNet, WidthSwitching
+from .kinds import ModelKind, SfscModel
 from .loading import load
 
 MEMBER_PREFIX = 'width_'
 
 
-class ModelSet(nn.Module, WidthSwitching):
+class ModelSet(nn.Module, WidthSwitching, SfscModel):
     """Static sub-models, one per width, sharing no parameters, each with its own classifier.
 
     ``set_width`` / ``width`` choose the member that ``forward_features``, ``forward_head``, ``forward`` and ``head``
     use. Saved as one checkpoint folder per member (``width_0_25/`` ...), each loadable with ``sfsc_timm.load``.
     """
+
+    kind = ModelKind.MODEL_SET
 
     def __init__(self, members: Dict[float, EmbeddingNet]):
         super().__init__()
@@ -58,10 +61,7 @@ class ModelSet(nn.Module, WidthSwitching):
         return self.member(self._width).head
 
     def set_width(self, width: float) -> 'ModelSet':
-        width = check_width(width)
-        if width not in self.widths:
-            raise ValueError(f'width {width} is not one of this model set\'s widths {self.widths}.')
-        self._width = width
+        self._width = check_width(width, self.widths, owner='this model set')
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,9 @@ class _InputChannelAdapter:
         shape = self.reader.shape(key)
         return (shape[0], self.in_chans, *shape[2:]) if key in self.adapted else shape
 
+    def dtype(self, key: str) -> torch.dtype:
+        return self.reader.dtype(key)
+
     def read(self, key: str, index: Tuple[slice, ...] = ()) -> torch.Tensor:
         if key not in self.adapted:
             return self.reader.read(key, index)
@@ -134,6 +137,12 @@ def _check(variant: str, reader: '_InputChannelAdapter', expected: Dict[str, Tup
             raise CheckpointError(
                 f'{reader.path} does not fit {variant}: {len(unexpected)} unexpected tensors (e.g. {unexpected[:3]}). '
                 'It was saved from another architecture; load it with the architecture named in its config.json.')
+    model_state = model.state_dict()
+    for k in body:  # an altered header can keep the sizes and change the kind of number
+        if k in model_state and reader.dtype(k).is_floating_point != model_state[k].is_floating_point():
+            raise CheckpointError(
+                f'{reader.path}: tensor {k} is stored as {reader.dtype(k)}, the model needs {model_state[k].dtype}; '
+                'the file is corrupt or was not written by sfsc_timm.save. Save or download it again.')
     wrong = [(k, reader.shape(k), s) for k, s in body.items() if reader.shape(k) != s]
     if wrong:
         if 'neck.fc.weight' in keys and reader.shape('neck.fc.weight')[0] != model.embed_dim:

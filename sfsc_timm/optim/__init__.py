@@ -1,5 +1,10 @@
-""" Optimisation for SFSC: PCGrad-style gradient projection over widths, as a function and an optimizer wrapper. """
+""" Optimisation for SFSC: per-width gradients combined by an object (PCGrad projection or plain sum), as a function
+on a gradient matrix and as GradientProjection, composed around any torch optimizer. """
+from .combination import GradientCombination, PCGrad, Sum, pcgrad_coefficients
 from .gradient_projection import GradientProjection
 from .projection import ProjectionStats, gram_matrix, project_conflicting
 
-__all__ = ['GradientProjection', 'ProjectionStats', 'gram_matrix', 'project_conflicting']
+__all__ = [
+    'GradientCombination', 'GradientProjection', 'PCGrad', 'ProjectionStats', 'Sum', 'gram_matrix',
+    'pcgrad_coefficients', 'project_conflicting',
+]

@@ -1,22 +1,73 @@
-""" Optimizer wrapper that projects conflicting per-task gradients of shared parameters before stepping. """
-from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+""" GradientProjection: one gradient per task (width) of the shared parameters, combined, then the optimizer steps.
+
+Composed around any torch optimizer, not a subclass of one: the optimizer keeps its parameters, state and learning
+rates; this object keeps the per-task gradients between the backward passes and writes their combination (an object:
+:class:`~sfsc_timm.optim.PCGrad` or :class:`~sfsc_timm.optim.Sum`) into ``.grad`` before the optimizer steps.
+
+Why it is cheap (docs/design.md, "The SFSC step"): a task's gradient is kept by reference, never copied into a
+buffer; and when the caller says where each task's gradient can be non-zero (``supports``: a width-w sub-network
+only reaches the leading ``[:out_w, :in_w]`` block of a shared weight), the Gram matrix and the combination read only
+those blocks. Both give the same update as the dense computation.
+"""
+import math
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
-from torch.optim import Optimizer
 from timm.utils.clip_grad import dispatch_clip_grad
+from torch.optim import Optimizer
 
-from .projection import project_conflicting
+from .combination import GradientCombination, PCGrad, Sum
 
-__all__ = ['GradientProjection']
+__all__ = ['GradientProjection', 'Extent']
 
 _STATE_KEY = 'gradient_projection'
-_MODES = ('pcgrad', 'sum')
+_MODES = {'pcgrad': PCGrad, 'sum': Sum}
+
+# leading extent of a task's gradient in every dimension: it is zero outside grad[:e0, :e1, ...]
+Extent = Tuple[int, ...]
 
 
-class GradientProjection(Optimizer):
-    """Wraps any torch optimizer; combines one gradient per task (width) of the shared parameters by PCGrad.
+def _extent(index: Any, shape: torch.Size, where: str) -> Extent:
+    """A leading-slice index (as ``static_state_map`` gives: a tuple of ``slice(0, n)``) as a full extent."""
+    if index is None or index == ():
+        return tuple(shape)
+    index = index if isinstance(index, tuple) else (index,)
+    if len(index) > len(shape):
+        raise ValueError(f'{where}: index {index} has more dimensions than the parameter {tuple(shape)}.')
+    extent = []
+    for s, size in zip(index + (slice(None),) * (len(shape) - len(index)), shape):
+        if not isinstance(s, slice) or s.start not in (None, 0) or s.step not in (None, 1):
+            raise ValueError(f'{where}: supports must be leading slices slice(0, n), got {index}.')
+        extent.append(size if s.stop is None else min(max(int(s.stop), 0), size))
+    return tuple(extent)
+
+
+def _block(tensor: torch.Tensor, extent: Extent) -> torch.Tensor:
+    if tuple(extent) == tuple(tensor.shape):
+        return tensor
+    return tensor[tuple(slice(0, n) for n in extent)]
+
+
+def _block_dot(a: torch.Tensor, b: torch.Tensor, extent: Extent) -> torch.Tensor:
+    """``a[block] . b[block]`` without copying the block where its memory layout allows."""
+    shape = tuple(a.shape)
+    if math.prod(extent) == 0:
+        return a.new_zeros((), dtype=torch.float32)
+    fast = a.dtype in (torch.float32, torch.float64) and a.is_contiguous() and b.is_contiguous()
+    if fast and extent[1:] == shape[1:]:  # leading rows: one contiguous prefix
+        n = math.prod(extent)
+        return torch.dot(a.view(-1)[:n], b.view(-1)[:n])
+    if fast and len(shape) >= 2 and extent[2:] == shape[2:]:  # leading rows and columns of a (rows, -1) view
+        cols = extent[1] * math.prod(shape[2:])
+        a2, b2 = a.view(shape[0], -1)[:extent[0], :cols], b.view(shape[0], -1)[:extent[0], :cols]
+        return torch.linalg.vecdot(a2, b2).sum()
+    index = tuple(slice(0, n) for n in extent)
+    return (a[index].float() * b[index].float()).sum()
+
+
+class GradientProjection:
+    """Combines one gradient per task (width) of the shared parameters, then steps the wrapped optimizer.
 
     Usage, one step::
 
@@ -24,46 +75,54 @@ class GradientProjection(Optimizer):
         opt.zero_grad()
         for i, loss in enumerate(losses):      # one backward per task, no retain_graph needed
             loss.backward()
-            opt.collect(i)                     # moves the shared grads into row i of an (m, P) buffer
-        opt.step()                             # project + sum -> shared .grad, then the inner optimizer steps
+            opt.collect(i)                     # takes the shared grads as task i's gradient
+        opt.step()                             # combine -> shared .grad, then the optimizer steps
 
     `shared_params` are the parameters every task updates; the others (e.g. a width's private BatchNorm) keep the
-    `.grad` they accumulate over the backward passes. `collect(i)` adds into row `i`, so calling it after several
-    backward passes of the same task accumulates micro-batches. A shared parameter that no task reached keeps
-    `.grad = None`, so the inner optimizer skips it as usual.
+    `.grad` they accumulate over the backward passes. `collect(i)` adds to task `i`'s gradient, so calling it after
+    several backward passes of the same task accumulates micro-batches. A shared parameter that no task reached
+    keeps `.grad = None`, so the optimizer skips it as usual.
+
+    Schedulers: timm's read and write `param_groups`, which this object shares with the optimizer; a torch
+    `LRScheduler` takes the optimizer itself (`opt.optimizer`).
 
     AMP: pass the scaler to `step` and call `update` yourself, never `scaler.step(opt)`::
 
         scaler.scale(loss).backward(); opt.collect(i)   # per task
         opt.step(grad_scaler=scaler); scaler.update()
 
-    The buffer is unscaled before projecting (so the Gram matrix never overflows from the scale); if it holds a
-    non-finite value nothing is projected and a non-finite gradient is handed on, so the scaler skips the step and
-    backs off. The projected update is re-multiplied by the scale and unscaled again, together with the private
-    grads, by `scaler.unscale_` / `scaler.step` on the inner optimizer: exact, since GradScaler's scales are powers of
-    two, and the scaler's own inf checks and bookkeeping stay in charge.
+    The combination is computed on the scaled gradients (the PCGrad weights do not change when every gradient is
+    multiplied by the same power of two) and `scaler.unscale_` / `scaler.step` on the optimizer then unscale it with
+    the private grads, so the scaler's inf checks and bookkeeping stay in charge. Non-finite gradients are summed,
+    not projected, so that the scaler skips the step and backs off.
 
     Distributed (torch.distributed initialised, more than one rank in `process_group`): `step` all-reduces (mean)
-    the whole `(m, P)` buffer before projecting, because the projection is nonlinear, and the private grads too, so
-    the ranks stay identical. Do not also wrap the model in DistributedDataParallel (it would average every backward
-    pass again). Every rank must run the same tasks on the same model, so the same private grads exist everywhere.
-    At construction the generator's state is broadcast from the group's first rank, so all ranks draw the same orders
-    even when seeded per rank.
+    every task's gradient before combining, because the projection is nonlinear, and the private grads too, so the
+    ranks stay identical. Do not also wrap the model in DistributedDataParallel (it would average every backward
+    pass again). At construction the combination's state (its random generator) is broadcast from the group's first
+    rank, so all ranks draw the same orders even when seeded per rank.
 
-    Works with timm and torch LR schedulers: `param_groups`, `state` and `defaults` are the inner optimizer's.
-    `state_dict()` is the inner optimizer's plus a `'gradient_projection'` entry (generator state and counters), so
-    a resumed run draws the same orders; `load_state_dict` also accepts a plain inner state dict.
+    `state_dict()` is the optimizer's plus a `'gradient_projection'` entry (generator state and counters), so a
+    resumed run draws the same orders; `load_state_dict` also accepts a plain optimizer state dict.
 
     Args:
         optimizer: The optimizer that updates all parameters (shared ones included).
-        params: The parameters shared by all tasks; all must be in `optimizer` and on one device.
+        params: The parameters shared by all tasks; all must be in `optimizer`.
         num_tasks: Number of tasks `m` (widths).
-        generator: Source of the random visiting orders; a fresh one seeded from torch's global RNG when None.
+        generator: Source of PCGrad's random visiting orders (see :class:`~sfsc_timm.optim.PCGrad`).
         process_group: Group to average over when distributed; the default group when None.
         projection_mode: `'pcgrad'`, or `'sum'` for a plain sum (the no-projection ablation).
+        combination: The combination object itself, instead of `projection_mode` / `generator`.
+        supports: Optional promise, per shared parameter, of where each task's gradient can be non-zero: a list
+            (one entry per task) of leading-slice indices such as ``(slice(0, 64), slice(0, 32))``, or None for
+            the whole tensor. The Gram matrix and the combination then read only those blocks. A wrong promise
+            gives a wrong update; :func:`sfsc_timm.train.params.width_gradient_supports` derives it from the
+            switchable layers.
 
     Attributes:
-        last_num_conflicts: Projections made in the last step (0 in `'sum'` mode or when the step was non-finite).
+        optimizer: The wrapped optimizer.
+        combination: How the task gradients combine.
+        last_num_conflicts: Projections made in the last step (0 for a plain sum or a non-finite step).
         num_conflicts_total: Running total of projections.
         num_steps: Number of `step` calls.
     """
@@ -76,19 +135,21 @@ class GradientProjection(Optimizer):
             generator: Optional[torch.Generator] = None,
             process_group: Optional[Any] = None,
             projection_mode: str = 'pcgrad',
+            combination: Optional[GradientCombination] = None,
+            supports: Optional[Mapping[torch.Tensor, Sequence[Any]]] = None,
     ):
-        # Optimizer.__init__ is not called on purpose (as timm's Lookahead): the inner optimizer owns the groups and
-        # state; subclassing only makes isinstance checks (torch LR schedulers) pass.
-        self._optimizer_step_pre_hooks: Dict[int, Callable] = OrderedDict()
-        self._optimizer_step_post_hooks: Dict[int, Callable] = OrderedDict()
         if num_tasks < 1:
             raise ValueError(f'num_tasks must be >= 1, got {num_tasks}.')
-        if projection_mode not in _MODES:
-            raise ValueError(f"Unknown projection_mode '{projection_mode}', expected one of {_MODES}.")
+        if combination is None:
+            if projection_mode not in _MODES:
+                raise ValueError(f"Unknown projection_mode '{projection_mode}', expected one of {tuple(_MODES)}.")
+            combination = PCGrad(generator) if projection_mode == 'pcgrad' else Sum()
+        elif generator is not None:
+            raise ValueError('Pass the generator to the combination object, not to GradientProjection.')
         self.optimizer = optimizer
+        self.combination = combination
         self.num_tasks = num_tasks
         self.process_group = process_group
-        self.projection_mode = projection_mode
 
         shared = list({id(p): p for p in params}.values())
         if not shared:
@@ -96,113 +157,91 @@ class GradientProjection(Optimizer):
         owned = {id(p) for group in optimizer.param_groups for p in group['params']}
         if any(id(p) not in owned for p in shared):
             raise ValueError('Every shared parameter must be in the wrapped optimizer, or it would never be updated.')
-        devices = {p.device for p in shared}
-        if len(devices) > 1:
-            raise ValueError(f'Shared parameters must be on one device, got {sorted(map(str, devices))}.')
         self._shared: List[torch.Tensor] = shared
-        self._slices: List[slice] = []
-        offset = 0
-        for p in shared:
-            self._slices.append(slice(offset, offset + p.numel()))
-            offset += p.numel()
-        # accumulate low-precision params' grads in fp32; fp64 params keep fp64
-        dtype = torch.float64 if any(p.dtype == torch.float64 for p in shared) else torch.float32
-        self._buffer = torch.zeros(num_tasks, offset, dtype=dtype, device=shared[0].device)
-        self._has_grad = [False] * len(shared)
-
-        if generator is None:
-            # seeded from the global RNG so that torch.manual_seed makes runs reproducible
-            generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
-        self.generator = generator
-        self.last_num_conflicts = 0
-        self.num_conflicts_total = 0
+        self._extents: List[List[Extent]] = [self._task_extents(p, k, supports) for k, p in enumerate(shared)]
+        # _grads[i][k]: task i's gradient of shared parameter k, taken from .grad by reference (None: zero)
+        self._grads: List[List[Optional[torch.Tensor]]] = self._empty()
         self.num_steps = 0
         if self._is_distributed():
-            self._broadcast_generator()
+            self._broadcast_combination_state()
 
-    # --- the inner optimizer's view, for schedulers and checkpointing ---
+    def _task_extents(self, p: torch.Tensor, k: int, supports) -> List[Extent]:
+        given = None if supports is None else supports.get(p)
+        if given is None:
+            return [tuple(p.shape)] * self.num_tasks
+        if len(given) != self.num_tasks:
+            raise ValueError(f'supports of shared parameter {k} name {len(given)} tasks, expected {self.num_tasks}.')
+        return [_extent(index, p.shape, f'supports of shared parameter {k}, task {i}') for i, index in
+                enumerate(given)]
+
+    def _empty(self) -> List[List[Optional[torch.Tensor]]]:
+        return [[None] * len(self._shared) for _ in range(self.num_tasks)]
+
+    # --- what schedulers and the trainer read ---
 
     @property
     def param_groups(self) -> List[Dict[str, Any]]:
+        """The optimizer's parameter groups (timm schedulers set the learning rate here)."""
         return self.optimizer.param_groups
-
-    @param_groups.setter
-    def param_groups(self, value: List[Dict[str, Any]]) -> None:
-        self.optimizer.param_groups = value
-
-    @property
-    def state(self) -> Dict[Any, Any]:
-        return self.optimizer.state
-
-    @state.setter
-    def state(self, value: Dict[Any, Any]) -> None:
-        self.optimizer.state = value
-
-    @property
-    def defaults(self) -> Dict[str, Any]:
-        return self.optimizer.defaults
-
-    @defaults.setter
-    def defaults(self, value: Dict[str, Any]) -> None:
-        self.optimizer.defaults = value
 
     @property
     def shared_params(self) -> List[torch.Tensor]:
-        """The shared parameters, in buffer order."""
         return list(self._shared)
 
-    def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        """Adds a group to the inner optimizer; its parameters are private (not projected)."""
-        self.optimizer.add_param_group(param_group)
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        return getattr(self.combination, 'generator', None)
+
+    @property
+    def last_num_conflicts(self) -> int:
+        return self.combination.last_num_conflicts
+
+    @property
+    def num_conflicts_total(self) -> int:
+        return self.combination.num_conflicts_total
 
     def state_dict(self) -> Dict[str, Any]:
-        """Inner state dict plus the generator state and counters under `'gradient_projection'`."""
+        """The optimizer's state dict plus the combination's state and the step count under `'gradient_projection'`."""
         state_dict = self.optimizer.state_dict()
-        state_dict[_STATE_KEY] = {
-            'generator_state': self.generator.get_state(),
-            'num_conflicts_total': self.num_conflicts_total,
-            'num_steps': self.num_steps,
-        }
+        state_dict[_STATE_KEY] = dict(self.combination.state_dict(), num_steps=self.num_steps)
         return state_dict
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Loads a `state_dict()` of this wrapper, or a plain inner one (the generator is then left as is)."""
+        """Loads a `state_dict()` of this object, or a plain optimizer one (the combination is then left as is)."""
         state_dict = dict(state_dict)
         extra = state_dict.pop(_STATE_KEY, None)
         self.optimizer.load_state_dict(state_dict)
         if extra is not None:
-            # map_location may have moved the state to an accelerator; generator states live on the CPU
-            self.generator.set_state(extra['generator_state'].cpu())
-            self.num_conflicts_total = int(extra.get('num_conflicts_total', 0))
+            self.combination.load_state_dict(extra)
             self.num_steps = int(extra.get('num_steps', 0))
 
     def __repr__(self) -> str:
-        return (
-            f'{type(self).__name__}(num_tasks={self.num_tasks}, projection_mode={self.projection_mode!r}, '
-            f'num_shared_params={self._buffer.shape[1]},\n{self.optimizer!r})'
-        )
+        return (f'{type(self).__name__}(num_tasks={self.num_tasks}, combination={self.combination!r}, '
+                f'num_shared_params={sum(p.numel() for p in self._shared)},\n{self.optimizer!r})')
 
     # --- the step protocol ---
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clears the inner optimizer's grads and the per-task buffer."""
+        """Clears the optimizer's grads and the collected task gradients."""
         self.optimizer.zero_grad(set_to_none=set_to_none)
-        self._clear_buffer()
+        self._grads = self._empty()
 
     @torch.no_grad()
     def collect(self, task: int) -> None:
-        """Adds the shared parameters' current `.grad` into row `task` and clears them (`None` counts as zero)."""
+        """Takes the shared parameters' current `.grad` as (or adds it to) task `task`'s gradient; clears `.grad`."""
         if not 0 <= task < self.num_tasks:
             raise IndexError(f'task {task} out of range for num_tasks={self.num_tasks}.')
-        row = self._buffer[task]
-        for k, (p, span) in enumerate(zip(self._shared, self._slices)):
-            if p.grad is None:
+        row = self._grads[task]
+        for k, p in enumerate(self._shared):
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
+            if grad.is_sparse:
                 raise NotImplementedError('Sparse gradients of shared parameters are not supported.')
-            row[span].add_(p.grad.reshape(-1))
-            self._has_grad[k] = True
-            # set to None rather than zeroed: the next backward can then take its gradient without an addition
+            if row[k] is None:
+                row[k] = grad  # by reference: the next backward allocates a fresh .grad
+            else:
+                row[k].add_(grad)
             p.grad = None
 
     @torch.no_grad()
@@ -213,44 +252,31 @@ class GradientProjection(Optimizer):
             clip_grad: Optional[float] = None,
             clip_mode: str = 'norm',
     ) -> Any:
-        """Projects and sums the collected gradients into the shared `.grad`, then steps the inner optimizer.
+        """Combines the collected gradients into the shared `.grad`, then steps the optimizer.
 
         Args:
             closure: Not supported (tasks are backpropagated one by one before `step`); must be None.
             grad_scaler: A `torch.amp.GradScaler` whose scaled losses were backpropagated; call its `update()` after.
-            clip_grad: Clip all parameters' (unscaled, projected) gradients with timm's `dispatch_clip_grad`.
+            clip_grad: Clip all parameters' (unscaled, combined) gradients with timm's `dispatch_clip_grad`.
             clip_mode: `'norm'`, `'value'` or `'agc'`, as in timm.
 
         Returns:
-            What the inner optimizer's `step` returns (None when the scaler skipped it).
+            What the optimizer's `step` returns (None when the scaler skipped it).
         """
         if closure is not None:
             raise ValueError('GradientProjection.step does not take a closure: backward each task, then collect().')
-        for p in self._shared:
-            if p.grad is not None:
-                raise RuntimeError('A shared parameter has a gradient that was not collected: call collect(i) after '
-                                   'every backward pass, before step().')
+        if any(p.grad is not None for p in self._shared):
+            raise RuntimeError('A shared parameter has a gradient that was not collected: call collect(i) after '
+                               'every backward pass, before step().')
         if self._is_distributed():
             self._all_reduce_grads()
-
-        scaling = grad_scaler is not None and grad_scaler.is_enabled()
-        scale = float(grad_scaler.get_scale()) if scaling else 1.
-        if scaling:
-            self._buffer.mul_(1. / scale)
-        finite = not scaling or bool(torch.isfinite(self._buffer).all())
-        if finite:
-            update = self._combine(self._buffer)
-        else:
-            # no projection of garbage: hand on the non-finite sum so the scaler skips the step and backs off
-            update = self._buffer.sum(0)
-            self.last_num_conflicts = 0
-        if scaling:
-            update.mul_(scale)
-        self._write_shared_grads(update)
-        self._clear_buffer()
+        weights = self._weights()
+        for k, p in enumerate(self._shared):
+            p.grad = self._combine(k, weights)
+        self._grads = self._empty()
         self.num_steps += 1
 
-        if scaling:
+        if grad_scaler is not None and grad_scaler.is_enabled():
             grad_scaler.unscale_(self.optimizer)
         if clip_grad is not None:
             params = [p for group in self.optimizer.param_groups for p in group['params'] if p.grad is not None]
@@ -261,45 +287,85 @@ class GradientProjection(Optimizer):
 
     # --- internals ---
 
-    def _combine(self, grads: torch.Tensor) -> torch.Tensor:
-        if self.projection_mode == 'sum':
-            self.last_num_conflicts = 0
-            return grads.sum(0)
-        update, stats = project_conflicting(grads, generator=self.generator, return_stats=True)
-        self.last_num_conflicts = stats.num_conflicts
-        self.num_conflicts_total += stats.num_conflicts
-        return update
+    def _weights(self) -> List[float]:
+        if not self.combination.needs_gram:
+            return self.combination.weights(None, self.num_tasks).tolist()
+        gram = self.gram_matrix()
+        if not bool(torch.isfinite(gram).all()):
+            # no projection of garbage: hand on the non-finite sum, so a grad scaler skips the step and backs off
+            self.combination.skip()
+            return [1.0] * self.num_tasks
+        return self.combination.weights(gram, self.num_tasks).tolist()
 
-    def _write_shared_grads(self, update: torch.Tensor) -> None:
-        for k, (p, span) in enumerate(zip(self._shared, self._slices)):
-            if not self._has_grad[k]:
-                continue  # no task reached it: leave None so the inner optimizer skips it
-            grad = update[span].view(p.shape).to(p.dtype)
-            if not p.is_contiguous():
-                grad = torch.empty_like(p).copy_(grad)  # keep the param's memory layout (e.g. channels_last)
-            p.grad = grad
+    @torch.no_grad()
+    def gram_matrix(self) -> torch.Tensor:
+        """``(m, m)`` float64 CPU Gram matrix of the collected task gradients, reading only their supports."""
+        m = self.num_tasks
+        pairs, terms = [], []
+        for k in range(len(self._shared)):
+            for i in range(m):
+                a = self._grads[i][k]
+                if a is None:
+                    continue
+                for j in range(i, m):
+                    b = self._grads[j][k]
+                    if b is None:
+                        continue
+                    common = tuple(map(min, self._extents[k][i], self._extents[k][j]))
+                    pairs.append(i * m + j)
+                    terms.append(_block_dot(a, b, common).float())
+        gram = torch.zeros(m * m, dtype=torch.float64)
+        if terms:  # one transfer from the device for all the dot products
+            gram.index_add_(0, torch.tensor(pairs), torch.stack(terms).double().cpu())
+        gram = gram.view(m, m)
+        return torch.triu(gram) + torch.triu(gram, 1).t()
 
-    def _clear_buffer(self) -> None:
-        self._buffer.zero_()
-        self._has_grad = [False] * len(self._shared)
+    def _combine(self, k: int, weights: List[float]) -> Optional[torch.Tensor]:
+        """``sum_i weights[i] * g_i`` of shared parameter `k`, built in place in the task gradient that covers the
+        others (the widest width's); only the other tasks' supports are read."""
+        present = [i for i in range(self.num_tasks) if self._grads[i][k] is not None]
+        if not present:
+            return None  # no task reached it: the optimizer skips it
+        extents = self._extents[k]
+        full = tuple(self._shared[k].shape)
+        covering = [i for i in present if all(all(a >= b for a, b in zip(extents[i], extents[j])) for j in present)]
+        if covering:
+            dest_task = covering[0]
+            out = self._grads[dest_task][k]
+            if weights[dest_task] != 1.0:
+                _block(out, extents[dest_task]).mul_(weights[dest_task])
+        else:
+            dest_task = None
+            out = torch.zeros_like(self._grads[present[0]][k])
+        for i in present:
+            if i == dest_task or weights[i] == 0.0:
+                continue
+            extent = extents[i] if dest_task is not None else full
+            _block(out, extent).add_(_block(self._grads[i][k], extent), alpha=weights[i])
+        return out
 
     def _is_distributed(self) -> bool:
         return dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1
 
-    def _broadcast_generator(self) -> None:
-        states = [self.generator.get_state()]
+    def _broadcast_combination_state(self) -> None:
+        states = [self.combination.state_dict()]
         dist.broadcast_object_list(states, group=self.process_group, group_src=0)
-        self.generator.set_state(states[0].cpu())
+        self.combination.load_state_dict(states[0])
 
     def _all_reduce_grads(self) -> None:
         world_size = dist.get_world_size(self.process_group)
-        # one collective for all tasks; the mean over ranks must come before the (nonlinear) projection
-        dist.all_reduce(self._buffer, group=self.process_group)
-        self._buffer.div_(world_size)
-        # whether a shared param got a gradient must agree too, or ranks would write different grads
-        has_grad = torch.tensor(self._has_grad, dtype=torch.float32, device=self._buffer.device)
-        dist.all_reduce(has_grad, group=self.process_group)
-        self._has_grad = (has_grad > 0).tolist()
+        device = self._shared[0].device
+        # whether a task reached a shared param must agree, or the ranks would flatten different layouts
+        has = torch.tensor([[g is not None for g in row] for row in self._grads], dtype=torch.float32, device=device)
+        dist.all_reduce(has, group=self.process_group)
+        for i, row in enumerate(self._grads):
+            for k, p in enumerate(self._shared):
+                if row[k] is None and has[i, k] > 0:
+                    row[k] = torch.zeros_like(p)
+        task_grads = [g for row in self._grads for g in row if g is not None]
+        # one collective for all tasks; the mean over ranks must come before the (nonlinear) combination
+        if task_grads:
+            _all_reduce_mean(task_grads, self.process_group, world_size)
 
         shared_ids = {id(p) for p in self._shared}
         buckets: Dict[Tuple[torch.device, torch.dtype], List[torch.Tensor]] = {}
@@ -309,10 +375,20 @@ class GradientProjection(Optimizer):
                     buckets.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
         # buckets are built in param-group order, the same on every rank
         for _, grads in sorted(buckets.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, group=self.process_group)
-            flat.div_(world_size)
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
-                offset += g.numel()
+            _all_reduce_mean(grads, self.process_group, world_size)
+
+
+def _all_reduce_mean(tensors: List[torch.Tensor], group: Any, world_size: int) -> None:
+    """Average `tensors` over ranks in place, through one flat buffer per dtype."""
+    by_dtype: Dict[torch.dtype, List[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for dtype in sorted(by_dtype, key=str):
+        group_tensors = by_dtype[dtype]
+        flat = torch.cat([t.reshape(-1) for t in group_tensors])
+        dist.all_reduce(flat, group=group)
+        flat.div_(world_size)
+        offset = 0
+        for t in group_tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()

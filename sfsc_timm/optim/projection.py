@@ -10,9 +10,11 @@ only changes the coefficient of `g_j`. So all the decisions need only the `m x m
 combination, instead of `O(m^2)` passes over the `P` parameters.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
+
+from .combination import pcgrad_coefficients
 
 __all__ = ['ProjectionStats', 'project_conflicting', 'gram_matrix']
 
@@ -57,32 +59,6 @@ def gram_matrix(grads: torch.Tensor, pairwise: Optional[bool] = None) -> torch.T
     return gram
 
 
-def _project_coefficients(
-        gram: List[List[float]],
-        generator: Optional[torch.Generator],
-) -> Tuple[List[List[float]], int]:
-    """PCGrad decisions on the Gram matrix; returns coefficient rows and the number of projections."""
-    m = len(gram)
-    device = generator.device if generator is not None else torch.device('cpu')
-    coefficients = []
-    num_conflicts = 0
-    for i in range(m):
-        c = [0.] * m
-        c[i] = 1.
-        # a fresh order per task, as in PCGrad, drawn for every i so the generator advances the same way each call
-        order = torch.randperm(m, generator=generator, device=device).tolist()
-        for j in order:
-            if j == i or gram[j][j] <= 0.:
-                continue  # zero-norm g_j: nothing to project onto
-            dot = sum(c[k] * gram[k][j] for k in range(m))
-            if dot < 0.:
-                # g_i <- g_i - (g_i . g_j / |g_j|^2) g_j changes only the coefficient of the original g_j
-                c[j] -= dot / gram[j][j]
-                num_conflicts += 1
-        coefficients.append(c)
-    return coefficients, num_conflicts
-
-
 def project_conflicting(
         grads: torch.Tensor,
         generator: Optional[torch.Generator] = None,
@@ -106,7 +82,7 @@ def project_conflicting(
         raise ValueError(f'grads must be (num_tasks, num_params), got shape {tuple(grads.shape)}.')
     # the scalar work is tiny, so do it on the host in float64: one device sync, no precision worries
     gram = gram_matrix(grads).double().cpu().tolist()
-    coefficients, num_conflicts = _project_coefficients(gram, generator)
+    coefficients, num_conflicts = pcgrad_coefficients(gram, generator)
     coefficients = torch.tensor(coefficients, dtype=torch.float64).reshape(grads.shape[0], grads.shape[0])
     weights = coefficients.sum(0).to(device=grads.device, dtype=grads.dtype)
     update = weights @ grads

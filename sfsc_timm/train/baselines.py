@@ -1,4 +1,4 @@
-"""The SFSC paper's comparison methods besides ``bct_s`` (DESIGN.md §3), as train steps.
+"""The SFSC paper's comparison methods besides ``bct_s`` (docs/design.md), as train steps.
 
 ``independent``, ``bct`` and ``asymmetric`` train one static model per width (:class:`~sfsc_timm.models.ModelSet`,
 no shared parameters). ``bct`` and ``asymmetric`` have two stages of ``epochs`` each: the full-width model first, then
@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import embedding_regression
-from .steps import SummedLossStep, register_method
+from .registry import register_method
+from .steps import SummedLossStep
 
 
 @register_method('independent')

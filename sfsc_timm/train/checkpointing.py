@@ -6,10 +6,8 @@ projection generator), scheduler and scaler states, every rank's RNG states, the
 all plain tensors and Python values so that it loads with ``torch.load(weights_only=True)``. The folder is built
 next to its target and swapped in only when complete, so a kill mid-write leaves the previous checkpoint intact.
 """
-import os
+import pickle
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -18,11 +16,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..models import ModelSet, is_model_set_folder, save
-from ..models.checkpoint import WEIGHTS_NAME, replace_folder
+from ..models import CheckpointError, ModelKind, is_model_set_folder, model_kind, save
+from ..atomic_io import staged_folder
+from ..models.checkpoint import WEIGHTS_NAME
 
 __all__ = ['TRAINING_STATE_NAME', 'rng_state', 'set_rng_state', 'save_checkpoint', 'resolve_checkpoint',
-           'load_training_state', 'load_weights', 'make_staging_dir']
+           'load_training_state', 'load_weights']
 
 TRAINING_STATE_NAME = 'training_state.pt'
 
@@ -56,32 +55,18 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 def save_checkpoint(folder: Union[str, Path], net: nn.Module, training_state: Dict[str, Any]) -> Path:
     """Write weights + training state into `folder`, replacing an existing checkpoint only once the new one is whole."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_staging_dir(folder)
-    try:
+    with staged_folder(folder) as staging:
         save_network(net, staging)
         torch.save(training_state, staging / TRAINING_STATE_NAME)
-        replace_folder(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
 def save_network(net: nn.Module, folder: Path) -> None:
     """A supernet as one checkpoint; a ModelSet (one model per width) as one checkpoint folder per member."""
-    if isinstance(net, ModelSet):
+    if model_kind(net) is ModelKind.MODEL_SET:
         net.save(folder)
     else:
         save(net, folder)
-
-
-def make_staging_dir(target: Path) -> Path:
-    """An empty folder next to `target` to build it in; mode 0o777 minus the umask (mkdtemp makes it private)."""
-    staging = Path(tempfile.mkdtemp(prefix=f'.{target.name}.', dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    return staging
 
 
 def resolve_checkpoint(path: Union[str, Path]) -> Path:
@@ -100,19 +85,54 @@ def resolve_checkpoint(path: Union[str, Path]) -> Path:
         f'holding {WEIGHTS_NAME} and {TRAINING_STATE_NAME}.')
 
 
+def _another_checkpoint(folder: Path) -> str:
+    other = folder.parent / ('best' if folder.name == 'last' else 'last')
+    return f' (e.g. --resume {other})' if (other / TRAINING_STATE_NAME).is_file() else ''
+
+
 def load_training_state(folder: Union[str, Path]) -> Dict[str, Any]:
-    """The training state of a checkpoint folder (``torch.load`` with ``weights_only=True``)."""
-    return torch.load(Path(folder) / TRAINING_STATE_NAME, map_location='cpu', weights_only=True)
+    """The training state of a checkpoint folder (``torch.load`` with ``weights_only=True``: never unpickles code).
+
+    Raises:
+        CheckpointError: the file is truncated or corrupt, or holds more than tensors and plain values.
+    """
+    folder = Path(folder)
+    path = folder / TRAINING_STATE_NAME
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'weights only' in str(e).lower():
+            raise CheckpointError(f'{path} holds objects other than tensors and plain values; it was not written '
+                                  'by sfsc-timm train and is not unpickled. Resume from a checkpoint of this run.') \
+                from None
+        raise CheckpointError(f'{path} is truncated or corrupt ({e}); resume from another checkpoint'
+                              f'{_another_checkpoint(folder)}, or start a new run with another --output.') from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CheckpointError(f'{path} is truncated or corrupt ({type(e).__name__}); resume from another checkpoint'
+                              f'{_another_checkpoint(folder)}, or start a new run with another --output.') from None
+    if not isinstance(state, dict) or not {'epoch', 'config', 'step'} <= set(state):
+        raise CheckpointError(f'{path} is not an sfsc-timm training state (no epoch / config / step).')
+    return state
 
 
 def load_weights(folder: Union[str, Path], net: nn.Module) -> None:
     """Load a checkpoint's weights and buffers into `net` in place (strict: every key must match)."""
-    if isinstance(net, ModelSet):
+    if model_kind(net) is ModelKind.MODEL_SET:
         net.load_members_(folder)
         return
-    state = load_file(str(Path(folder) / WEIGHTS_NAME))
+    path = Path(folder) / WEIGHTS_NAME
+    try:
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # safetensors' own error types for short files and bad headers
+        raise CheckpointError(f'{path} is truncated or corrupt ({e}); resume from another checkpoint'
+                              f'{_another_checkpoint(Path(folder))}, or start a new run with another --output.') \
+            from None
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f'checkpoint {folder} does not fit the model built from the recipe: missing {missing[:5]}, unexpected '
             f'{unexpected[:5]}. Resume with the recipe the run was started with.')

@@ -1,28 +1,39 @@
-""" ``sfsc-timm train``: parse the recipe and overrides, check a resume against its run, train. """
+""" ``sfsc-timm train``: parse the recipe and overrides, check the run folder and a resume against its run, train. """
+import contextlib
 import logging
-import sys
+import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..errors import check_output_folder_writable, run_command
 from .checkpointing import load_training_state, resolve_checkpoint
-from .steps import METHODS
-from .config import ConfigError, config_differences, config_from_dict, parse_args
+from .config import RUNTIME_KEYS, ConfigError, TrainConfig, config_differences, config_from_dict, parse_args
+from .run_lock import RunLock
+from .run_status import run_files, run_status
 
-__all__ = ['main', 'resolve_run']
+__all__ = ['main', 'resolve_run', 'finish_run', 'RESUME_ADJUSTABLE_KEYS']
+
+_logger = logging.getLogger(__name__)
+
+# keys a resumed run may change although they change the weights from there on: the fixes a stopped run needs
+RESUME_ADJUSTABLE_KEYS = frozenset({'clip_grad'})
 
 
 def _format_differences(differences) -> str:
     return '; '.join(f'{key}: checkpoint {saved!r} vs now {now!r}' for key, saved, now in differences)
 
 
-def resolve_run(argv: Optional[List[str]] = None):
+def resolve_run(argv: Optional[List[str]] = None) -> Tuple[TrainConfig, Optional[Dict[str, Any]], Optional[Path],
+                                                           Optional[int]]:
     """(config, resume state, resume folder, stop_after) from the command line.
 
     Without ``-c``, a resume takes the run's own recipe (plus command-line overrides). With ``-c``, the recipe must
-    match the checkpoint's in every key that changes the trained weights.
+    match the checkpoint's in every key that changes the trained weights, except :data:`RESUME_ADJUSTABLE_KEYS`.
+    A resume of a run whose training finished runs only its missing final evaluation and export.
 
     Raises:
-        ConfigError: unknown / invalid keys, or a resume from a run with another recipe (naming the differing keys).
+        ConfigError: unknown / invalid keys, a resume from a run with another recipe (naming the differing keys), or
+            of a run that is complete.
     """
     given, extra = parse_args(argv)
     if extra.resume is None:
@@ -35,36 +46,74 @@ def resolve_run(argv: Optional[List[str]] = None):
         run_dir = folder.parent.parent if folder.parent.name == 'checkpoints' else Path(saved.get('output') or '.')
         given['output'] = str(run_dir)
     cfg = config_from_dict(given if extra.config else {**saved, **given}, where=extra.config or 'command line')
-    differences = config_differences(saved, cfg.to_dict())
+    differences = config_differences(saved, cfg.to_dict(), ignore=RUNTIME_KEYS | RESUME_ADJUSTABLE_KEYS)
     if differences:
         raise ConfigError(
             f'--resume {extra.resume}: the checkpoint was trained with another recipe; differing keys: '
             f'{_format_differences(differences)}. Resume with the run\'s own recipe (omit -c to reuse it) or start '
             f'a new run with another --output.')
+    others = (set(saved) | set(cfg.to_dict())) - RESUME_ADJUSTABLE_KEYS
+    for key, before, now in config_differences(saved, cfg.to_dict(), ignore=others):
+        _logger.warning('resuming with %s=%r instead of %r: the run from here on differs from an uninterrupted one',
+                        key, now, before)
     if cfg.epochs != saved.get('epochs'):
-        logging.getLogger(__name__).warning('resuming with epochs=%s instead of %s: the schedule changes from here',
-                                            cfg.epochs, saved.get('epochs'))
-    total = cfg.epochs * METHODS[cfg.method].num_stages
-    if state['epoch'] >= total:
-        raise ConfigError(f'--resume {extra.resume}: the checkpoint has already trained {state["epoch"]} of '
-                          f'{total} epochs; raise --epochs to train further.')
+        _logger.warning('resuming with epochs=%s instead of %s: the schedule changes from here',
+                        cfg.epochs, saved.get('epochs'))
+    status = run_status(cfg.run_dir, dict(state, config=cfg.to_dict()))
+    if status.finished_training:
+        if status.exported:
+            raise ConfigError(f'--resume {extra.resume}: the run has trained all {status.total_epochs} epochs and is '
+                              f'exported to {cfg.run_dir / "export"}; raise --epochs to train further.')
+        _logger.warning('%s finished training (%d epochs) but not its final evaluation and export: running them',
+                        cfg.run_dir, status.trained_epochs)
     return cfg, state, folder, extra.stop_after
+
+
+def check_run_folder(cfg: TrainConfig, resuming: bool) -> None:
+    """A new run must not write into a folder that holds another run.
+
+    Raises:
+        ConfigError: naming the run's files, ``--resume`` and ``--output``.
+    """
+    present = [] if resuming else run_files(cfg.run_dir)
+    if present:
+        raise ConfigError(f'{cfg.run_dir} already holds a run ({", ".join(present)}); continue it with --resume '
+                          f'{cfg.run_dir}, or start a new run with another --output.')
+
+
+def _is_primary_process() -> bool:
+    return int(os.environ.get('RANK', '0')) == 0
+
+
+def train(argv: Sequence[str]) -> None:
+    """``sfsc-timm train`` without the error reporting: raises what goes wrong."""
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    from .trainer import Trainer  # late: keeps --help fast
+    from .distributed import cleanup_distributed
+    cfg, state, folder, stop_after = resolve_run(list(argv))
+    primary = _is_primary_process()
+    if primary:
+        check_output_folder_writable(cfg.run_dir)
+    try:
+        # only the first process writes; it alone holds the run folder
+        with RunLock(cfg.run_dir) if primary else contextlib.nullcontext():
+            if primary:
+                check_run_folder(cfg, resuming=state is not None)
+            Trainer(cfg, resume_state=state, resume_folder=folder, stop_after=stop_after).run()
+    finally:
+        cleanup_distributed()
+
+
+def finish_run(run_dir: Path) -> Path:
+    """The final evaluation and export of a run whose training finished but that was killed during them.
+
+    Returns:
+        ``run_dir / 'export'``.
+    """
+    train(['--resume', str(run_dir)])
+    return Path(run_dir) / 'export'
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``sfsc-timm train`` and ``python -m sfsc_timm.train`` (also under torchrun)."""
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    from .trainer import NonFiniteLossError, Trainer  # late: keeps --help fast
-    from .distributed import cleanup_distributed
-    try:
-        cfg, state, folder, stop_after = resolve_run(argv)
-        Trainer(cfg, resume_state=state, resume_folder=folder, stop_after=stop_after).run()
-    except (ConfigError, FileNotFoundError) as err:
-        print(f'sfsc-timm train: error: {err}', file=sys.stderr)
-        return 2
-    except NonFiniteLossError as err:
-        print(f'sfsc-timm train: stopped: {err}', file=sys.stderr)
-        return 1
-    finally:
-        cleanup_distributed()
-    return 0
+    return run_command('sfsc-timm train', train, argv)

@@ -18,6 +18,7 @@ import yaml
 from .._resources import resolve_recipe
 from ..atomic_io import write_text_atomically
 from ..data.validation import VAL_SPLITS
+from ..errors import CommandParser
 from ..losses.dirichlet import EVIDENCE_FUNCTIONS
 from ..layers import check_widths
 from .key_help import key_comments
@@ -31,6 +32,8 @@ DEFAULT_EXPERIMENT = 'sfsc_resnet18_fashion_mnist'
 SAMPLERS = ('random', 'pk')
 PRIORITIES = ('uncertainty', 'uniform')
 AMP_DTYPES = ('float16', 'bfloat16')
+# timm.scheduler.create_scheduler_v2's schedules that step on epochs / updates without a validation metric
+SCHEDULES = ('cosine', 'tanh', 'step', 'multistep', 'poly', 'constant')
 
 
 class ConfigError(ValueError):
@@ -179,7 +182,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     Raises:
         ConfigError: naming the key, the bad value and what is allowed.
     """
-    from .steps import METHODS  # late: steps imports torch-heavy modules
+    from .methods import METHODS  # late: the methods import torch-heavy modules
 
     for name in _FIELDS:
         setattr(cfg, name, _coerce(name, getattr(cfg, name)))
@@ -201,10 +204,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'lambda_align applies to the method(s) {", ".join(aligning)}, not to {cfg.method}; set '
                           f'lambda_align: 0 or null, or choose one of those methods.')
     choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS,
-                   evidence=EVIDENCE_FUNCTIONS)
+                   evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(allowed)}.')
+    _check_optimizer(cfg.opt)
     if len(cfg.input_size) != 3 or min(cfg.input_size) < 1:
         raise ConfigError(f'input_size must be [channels, height, width] of positive ints, got {cfg.input_size}.')
     if len(cfg.scale) != 2 or not 0 < cfg.scale[0] <= cfg.scale[1] <= 1:
@@ -233,6 +237,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _check_optimizer(name: str) -> None:
+    # timm.optim.create_optimizer_v2's names, optionally behind 'lookahead_'
+    from timm.optim import list_optimizers
+    parts = name.lower().split('_')
+    if parts[-1] not in list_optimizers() or (len(parts) > 1 and parts[:-1] != ['lookahead']):
+        raise ConfigError(f'recipe key opt={name!r} is not a timm optimizer; e.g. sgd, momentum, adamw, lamb (all: '
+                          'python -c "import timm.optim; print(timm.optim.list_optimizers())").')
+
+
 def config_from_dict(values: Dict[str, Any], where: str = 'config') -> TrainConfig:
     """A validated config from a (partial) dict of recipe keys."""
     _check_keys(values, where)
@@ -247,8 +260,16 @@ def load_recipe(path: Union[str, Path]) -> Dict[str, Any]:
         ConfigError: not a mapping, or unknown keys.
     """
     path = resolve_recipe(path)
-    with open(path) as f:
-        values = yaml.safe_load(f) or {}
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
+        problem = getattr(e, 'problem', None) or str(e).splitlines()[0]
+        raise ConfigError(f'recipe {path} is not valid YAML{where}: {problem}. Fix the file (one key: value per '
+                          'line).') from None
+    except UnicodeDecodeError:
+        raise ConfigError(f'recipe {path} is not a text file; pass a YAML recipe.') from None
     if not isinstance(values, dict):
         raise ConfigError(f'recipe {path} must be a YAML mapping of key: value, got {type(values).__name__}.')
     _check_keys(values, str(path))
@@ -264,7 +285,7 @@ def _parse_none(kind):
 
 def build_parser() -> argparse.ArgumentParser:
     """``sfsc-timm train`` arguments: ``-c``, ``--resume``, ``--stop-after`` and one ``--key`` per recipe key."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog='sfsc-timm train', description='Train a switchable SFSC supernet (or a baseline) from a YAML recipe.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('-c', '--config', default=None,

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from timm.utils.distributed import init_distributed_device_so
 
+from ..errors import UsageError
+
 __all__ = ['DistInfo', 'setup_distributed', 'is_distributed', 'all_reduce_mean_', 'all_reduce_grads', 'any_rank',
            'barrier', 'gather_objects', 'broadcast_object', 'cleanup_distributed']
 
@@ -51,8 +53,10 @@ def setup_distributed(device: str = 'auto') -> DistInfo:
     """
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device != 'cpu' and not device.startswith('cuda'):
+        raise UsageError(f'device {device!r} is not one of auto, cpu, cuda, cuda:N.')
     if device.startswith('cuda') and not torch.cuda.is_available():
-        raise RuntimeError(f'device {device!r} was asked for but CUDA is not available; use --device cpu.')
+        raise UsageError(f'device {device!r} was asked for but CUDA is not available here; use --device cpu.')
     if dist.is_available() and dist.is_initialized():  # already set up (tests, notebooks)
         rank, world_size = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get('LOCAL_RANK', rank))

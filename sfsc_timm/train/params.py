@@ -1,11 +1,11 @@
 """ Which parameters all widths share and which belong to one width (its private BatchNorm). """
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 from torch import nn
 
-from ..layers import key_width
+from ..layers import key_width, static_state_map
 
-__all__ = ['private_params_by_width', 'shared_params']
+__all__ = ['private_params_by_width', 'shared_params', 'width_gradient_supports']
 
 
 def _is_switchable_norm(module: nn.Module) -> bool:
@@ -33,3 +33,20 @@ def shared_params(net: nn.Module) -> List[nn.Parameter]:
     """Every trainable parameter that is not private to one width, in ``net.parameters()`` order."""
     private = {id(p) for params in private_params_by_width(net).values() for p in params}
     return [p for p in net.parameters() if p.requires_grad and id(p) not in private]
+
+
+def width_gradient_supports(net: nn.Module, widths: Sequence[float]) -> Dict[nn.Parameter, List[Tuple[slice, ...]]]:
+    """Where each width's gradient of each parameter can be non-zero, for ``GradientProjection(supports=...)``.
+
+    At width ``w`` a switchable layer computes with the leading slice of its full-width weight that its static
+    counterpart holds (``static_state_map``), so a backward pass at ``w`` leaves the rest of the weight's gradient
+    zero. Returns ``{param: [index at widths[0], index at widths[1], ...]}``; parameters a width does not slice get
+    ``()`` (the whole tensor).
+    """
+    params = dict(net.named_parameters())
+    supports: Dict[nn.Parameter, List[Tuple[slice, ...]]] = {p: [()] * len(widths) for p in params.values()}
+    for task, width in enumerate(widths):
+        for source, index in static_state_map(net, width).values():
+            if source in params:
+                supports[params[source]][task] = tuple(index)
+    return supports

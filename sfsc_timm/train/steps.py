@@ -6,7 +6,7 @@ bct, asymmetric, asymmetric_s) are new subclasses; the loop does not change.
 """
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -17,22 +17,11 @@ from ..losses import (
 )
 from ..optim import GradientProjection
 from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
-from .params import shared_params
+from .params import shared_params, width_gradient_supports
+from .registry import METHODS, register_method
 
 __all__ = ['StepResult', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep', 'SummedLossStep',
-           'BCTSharedStep', 'METHODS', 'register_method', 'create_train_step']
-
-METHODS: Dict[str, Type['TrainStep']] = {}
-
-
-def register_method(name: str) -> Callable[[Type['TrainStep']], Type['TrainStep']]:
-    """Class decorator: make a TrainStep subclass available as ``method: name`` in recipes."""
-    def register(cls: Type['TrainStep']) -> Type['TrainStep']:
-        if name in METHODS:
-            raise ValueError(f'method {name!r} is already registered by {METHODS[name].__name__}.')
-        METHODS[name] = cls
-        return cls
-    return register
+           'BCTSharedStep', 'METHODS', 'register_method']
 
 
 @dataclass
@@ -66,8 +55,8 @@ class TrainStep:
 
     network = 'supernet'  # or 'model_set': one static model per width (sfsc_timm.models.ModelSet)
     num_stages = 1  # methods that train the full model first, then the others, have 2 (epochs are per stage)
-    # recipe keys left null take these: the uncertainty loss as the seed states it (DESIGN: softplus evidence, KL
-    # weight 1 reached after 10 epochs), no in-place distillation
+    # recipe keys left null take these: the uncertainty loss as the seed states it (docs/design.md, "The SFSC step":
+    # softplus evidence, KL weight 1 reached after 10 epochs), no in-place distillation
     defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0)
     aligns_widths = False  # whether lambda_align (in-place distillation) means anything to this method
 
@@ -77,7 +66,8 @@ class TrainStep:
         self.net = net
         self.cfg = cfg
         self.dist = dist_info
-        self.widths: Tuple[float, ...] = tuple(sorted(net.widths, reverse=True))  # widest first (DESIGN section 3)
+        # widest first (docs/design.md, "The SFSC step")
+        self.widths: Tuple[float, ...] = tuple(sorted(net.widths, reverse=True))
         self.triplet = BatchHardTripletLoss(margin=cfg.triplet_margin) if cfg.lambda_tri > 0 else None
         device_type = dist_info.device.type
         self.amp_dtype = getattr(torch, cfg.amp_dtype)
@@ -139,9 +129,9 @@ class TrainStep:
 
 @register_method('sfsc')
 class SFSCStep(TrainStep):
-    """SFSC (DESIGN section 3): per width, widest first, the uncertainty-based compatible loss through the shared head
-    (+ triplet); priorities from the detached mean uncertainties; one backward of ``pi_w * loss_w`` per width, each
-    collected by GradientProjection, which projects conflicting shared gradients and sums them.
+    """SFSC (docs/design.md, "The SFSC step"): per width, widest first, the uncertainty-based compatible loss through
+    the shared head (+ triplet); priorities from the detached mean uncertainties; one backward of ``pi_w * loss_w``
+    per width, each collected by GradientProjection, which projects conflicting shared gradients and sums them.
 
     Private BatchNorm parameters (one width's) keep their own gradient; everything else is projected.
     """
@@ -158,8 +148,10 @@ class SFSCStep(TrainStep):
         inner = super().create_optimizer()
         # the projection order is drawn from its own generator, so runs (and resumed runs) are reproducible
         generator = torch.Generator().manual_seed(self.cfg.seed)
+        # a narrow width's gradient lives in the leading block of each shared weight: the projection reads only that
         return GradientProjection(inner, shared_params(self.net), num_tasks=len(self.widths), generator=generator,
-                                  projection_mode=self.projection_mode)
+                                  projection_mode=self.projection_mode,
+                                  supports=width_gradient_supports(self.net, self.widths))
 
     def width_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor, epoch: float,
                    full_embedding: Optional[torch.Tensor] = None
@@ -312,9 +304,3 @@ def _cross_entropy(label_smoothing: float) -> nn.Module:
     return LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
 
 
-def create_train_step(cfg, net: nn.Module, dist_info: DistInfo) -> TrainStep:
-    """The step object of ``cfg.method``."""
-    from . import baselines  # noqa: F401  (registers the one-model-per-width baselines)
-    if cfg.method not in METHODS:
-        raise ValueError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
-    return METHODS[cfg.method](net, cfg, dist_info)

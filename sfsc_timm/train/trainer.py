@@ -1,7 +1,6 @@
 """ The training loop: model, data, method step, schedule, per-epoch compatibility matrix, checkpoints, export. """
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -12,15 +11,16 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import AverageMeter, distribute_bn, random_seed
 from tqdm.auto import tqdm
 
-from ..atomic_io import write_json_atomically, write_text_atomically
+from ..atomic_io import staged_folder, write_json_atomically, write_text_atomically
+from ..data.image_check import check_images
 from ..eval import compatibility_matrix, format_compatibility_table, plot_compatibility_heatmap
 from ..models import ModelSet
-from ..models.checkpoint import replace_folder
-from .checkpointing import load_weights, make_staging_dir, rng_state, save_checkpoint, save_network, set_rng_state
+from .checkpointing import load_weights, rng_state, save_checkpoint, save_network, set_rng_state
 from .config import ConfigError, TrainConfig, save_config
 from .data import TrainData, build_train_data, load_dataset, split_training_data
 from .distributed import DistInfo, barrier, gather_objects, setup_distributed
-from .steps import METHODS, TrainStep, create_train_step
+from .methods import METHODS, create_train_step
+from .steps import TrainStep
 
 __all__ = ['NonFiniteLossError', 'Trainer', 'create_model']
 
@@ -86,6 +86,8 @@ class Trainer:
         self.primary = self.dist.is_primary
 
         data = load_dataset(cfg)
+        if self.primary:  # an unreadable file would otherwise stop the run in epoch 1, or at its final evaluation
+            check_images([('train', data.train), ('query', data.query), ('gallery', data.gallery)], data.name)
         split = split_training_data(cfg, data)
         random_seed(cfg.seed, 0)  # the same initial weights on every rank
         names = getattr(split.train.features.get('label'), 'names', None)  # a ClassLabel's, for config.json
@@ -103,6 +105,7 @@ class Trainer:
         self.best_metric: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.nonfinite_total = 0
+        self.consecutive_nonfinite = 0  # counted across epochs: an epoch may have fewer steps than the limit
         if resume_state is not None:
             self._restore(resume_state, resume_folder)
         else:
@@ -117,6 +120,7 @@ class Trainer:
         self.start_epoch = int(state['epoch'])
         self.best_metric, self.best_epoch = state.get('best_metric'), state.get('best_epoch')
         self.nonfinite_total = int(state.get('nonfinite_total', 0))
+        self.consecutive_nonfinite = int(state.get('consecutive_nonfinite', 0))
         rng = state['rng']
         if len(rng) != self.dist.world_size:
             _logger.warning('the checkpoint was written by %d process(es), this run has %d: RNG streams restart from '
@@ -130,7 +134,8 @@ class Trainer:
         return dict(
             format=STATE_FORMAT, epoch=epoch, num_updates=epoch * self.updates_per_epoch, step=self.step.state_dict(),
             scheduler=self.scheduler.state_dict(), rng=rng, config=self.cfg.to_dict(), best_metric=self.best_metric,
-            best_epoch=self.best_epoch, nonfinite_total=self.nonfinite_total)
+            best_epoch=self.best_epoch, nonfinite_total=self.nonfinite_total,
+            consecutive_nonfinite=self.consecutive_nonfinite)
 
     # --- loop ---
 
@@ -139,7 +144,7 @@ class Trainer:
         self.data.sampler.set_epoch(epoch)
         loss_meter = AverageMeter()
         width_meters: Dict[str, List[AverageMeter]] = {}  # per-width means of what the step reports
-        conflicts, skipped, consecutive = 0, 0, 0
+        conflicts, skipped = 0, 0
         num_updates = epoch * self.updates_per_epoch
         bar = tqdm(self.data.loader, desc=f'epoch {epoch + 1}/{self.total_epochs}', leave=False,
                    disable=not (self.primary and self.cfg.progress), dynamic_ncols=True)
@@ -149,16 +154,15 @@ class Trainer:
             result = self.step(images, labels, epoch + batch_idx / self.updates_per_epoch)
             if result.skipped:
                 skipped += 1
-                consecutive += 1
+                self.consecutive_nonfinite += 1
                 self.nonfinite_total += 1
-                if consecutive >= self.cfg.max_nonfinite_steps:
+                if self.consecutive_nonfinite >= self.cfg.max_nonfinite_steps:
                     raise NonFiniteLossError(
-                        f'{consecutive} consecutive steps had a non-finite loss (epoch {epoch + 1}, step '
-                        f'{batch_idx + 1}; per-width losses {result.width_losses}); training stopped. The last good '
-                        f'checkpoint in {self.run_dir / "checkpoints"} is untouched. Lower lr (now {self.cfg.lr}), '
-                        f'set clip_grad, or check the data; then --resume {self.run_dir}.')
+                        f'{self.consecutive_nonfinite} consecutive steps had a non-finite loss (epoch {epoch + 1}, '
+                        f'step {batch_idx + 1}; per-width losses {result.width_losses}); training stopped. '
+                        + self._divergence_advice())
                 continue
-            consecutive = 0
+            self.consecutive_nonfinite = 0
             num_updates += 1
             loss_meter.update(result.loss, images.shape[0])
             for key in ('width_losses', 'priorities', 'uncertainties'):
@@ -175,6 +179,27 @@ class Trainer:
         per_width = {key: [round(m.avg, 6) for m in meters] for key, meters in width_meters.items() if meters}
         return dict(train_loss=loss_meter.avg, conflicts=conflicts, skipped_steps=skipped,
                     lr=self.step.optimizer.param_groups[0]['lr'], **per_width)
+
+    def _divergence_advice(self) -> str:
+        # advice the resume check accepts: clip_grad may change on --resume (RESUME_ADJUSTABLE_KEYS), lr may not
+        clip = self.cfg.clip_grad / 2 if self.cfg.clip_grad else 5.0
+        if (self.run_dir / 'checkpoints' / 'last').is_dir():
+            return (f'The last good checkpoint in {self.run_dir / "checkpoints"} is untouched: continue from it with '
+                    f"gradient clipping, 'sfsc-timm train --resume {self.run_dir} --clip-grad {clip:g}', or start a "
+                    f'new run with a lower lr (now {self.cfg.lr:g}) and another --output; if it recurs, check the '
+                    'data.')
+        return (f'No checkpoint was written yet: start a new run with another --output and --clip-grad {clip:g} or a '
+                f'lower lr (now {self.cfg.lr:g}); if it recurs, check the data.')
+
+    def _check_weights_finite(self, epoch: int) -> None:
+        # a gradient that overflows with a finite loss makes the weights non-finite; every later loss is then
+        # skipped, and no evaluation or checkpoint may see such a model
+        bad = [name for name, t in list(self.net.named_parameters()) + list(self.net.named_buffers())
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise NonFiniteLossError(
+                f'after epoch {epoch + 1} the weights are non-finite ({len(bad)} tensors, e.g. {bad[0]}): a gradient '
+                f'overflowed; training stopped. ' + self._divergence_advice())
 
     def evaluate(self, query, gallery, desc: str):
         """Compatibility matrix of every width pair (rank 0 only)."""
@@ -201,6 +226,7 @@ class Trainer:
             self.scheduler.step(epoch + 1)  # epoch-based schedules; a no-op when stepping on updates
             if self.dist.distributed:
                 distribute_bn(self.net, self.dist.world_size, reduce=True)
+            self._check_weights_finite(epoch)
             record: Dict[str, Any] = dict(epoch=epoch + 1, **stats)
             if self._due_for_eval(epoch) and self.primary:
                 result = self.evaluate(self.data.val_query, self.data.val_gallery, 'val')
@@ -238,8 +264,16 @@ class Trainer:
         path = self.run_dir / 'metrics.jsonl'
         if not path.is_file():
             return
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line).get('epoch', 0) <= start_epoch]
+        kept = []
+        for number, line in enumerate(path.read_text(errors='replace').splitlines(), 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:  # a line torn by the kill: the epoch it logged is trained again
+                _logger.warning('%s line %d is incomplete (the run was killed while writing it); dropping it',
+                                path, number)
+                continue
+            if isinstance(record, dict) and record.get('epoch', 0) <= start_epoch:
+                kept.append(line)
         write_text_atomically(path, ''.join(line + '\n' for line in kept))
 
     def finish(self) -> Optional[Dict[str, Any]]:
@@ -266,14 +300,10 @@ class Trainer:
     def export(self, metrics: Dict[str, Any], result) -> Path:
         """``RUN/export``: model.safetensors, config.json, metrics.json and compatibility.png, swapped in whole."""
         target = self.run_dir / 'export'
-        staging = make_staging_dir(target)
-        try:
+        with staged_folder(target) as staging:
             save_network(self.net, staging)
             write_json_atomically(staging / 'metrics.json', metrics, default=_json_default)
             plot_compatibility_heatmap(result.matrix, result.widths, staging / 'compatibility.png',
                                        title=f'{self.cfg.model} ({self.cfg.method}) on {self.cfg.dataset}')
-            replace_folder(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         print(f'exported to {target}')
         return target

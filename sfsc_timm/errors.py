@@ -1,0 +1,126 @@
+""" How every ``sfsc-timm`` command reports a failure: one line on stderr naming the problem and the fix.
+
+Exit status 2 for bad input or usage (something the command line, a recipe or a file must change), 1 for a failure
+at run time (a full disk, a network error, diverging training), 130 when interrupted. No traceback, unless
+``--debug`` is given anywhere on the command line or ``SFSC_DEBUG=1`` is set; then the traceback comes first.
+"""
+import argparse
+import errno
+import os
+import sys
+import traceback
+from typing import Callable, List, NoReturn, Optional, Sequence
+
+import yaml
+
+__all__ = ['UsageError', 'RunError', 'CommandParser', 'exit_status', 'describe', 'run_command', 'debug_requested',
+           'check_output_folder_writable']
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class UsageError(ValueError):
+    """Bad input or usage: the message names what to change."""
+
+
+class RunError(RuntimeError):
+    """A failure at run time that the message explains (the command may work when run again)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, with usage errors raised as one-line :class:`UsageError` s and a ``--debug`` flag in the help."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument('--debug', action='store_true',
+                          help='show the traceback of an error (also: environment variable SFSC_DEBUG=1)')
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f'{message}; see {self.prog} --help')
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    return '--debug' in argv or os.environ.get('SFSC_DEBUG', '').lower() in ('1', 'true', 'yes')
+
+
+def exit_status(error: BaseException) -> int:
+    """2 for bad input or usage, 1 for a failure at run time."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                          yaml.YAMLError)):
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED
+
+
+def _one_line(text: str) -> str:
+    return ' '.join(text.split())
+
+
+def describe(error: BaseException) -> str:
+    """The error as one line: its own message where it explains itself, else what failed and what to do."""
+    if isinstance(error, KeyboardInterrupt):
+        return 'interrupted'
+    if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, NotADirectoryError,
+                                                             IsADirectoryError)):
+        where = f' ({error.filename})' if error.filename else ''
+        reason = error.strerror or str(error)
+        if error.errno in _NO_SPACE:
+            return _one_line(f'cannot write{where}: {reason}. Free disk space (or choose an output folder on another '
+                             'disk) and run the command again; files already complete are kept.')
+        if error.errno in _NOT_WRITABLE:
+            return _one_line(f'cannot write{where}: {reason}. Choose a folder you can write to.')
+        return _one_line(f'{type(error).__name__}{where}: {reason}')
+    message = str(error) or type(error).__name__
+    known = (UsageError, RunError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+             yaml.YAMLError)
+    if not isinstance(error, known) and type(error).__module__.split('.')[0] not in ('sfsc_timm',):
+        # not one of ours: say what it was, and how to see where
+        message = f'{type(error).__name__}: {message} (run with --debug for the traceback)'
+    return _one_line(message)
+
+
+def run_command(prog: str, command: Callable[[List[str]], Optional[int]], argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``command(argv)`` (``--debug`` removed) and turn any error into one line on stderr and an exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != '--debug']
+    try:
+        return command(argv) or 0
+    except SystemExit as done:  # --help, --version: argparse's own exit
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else EXIT_FAILED)
+    except BaseException as error:  # noqa: B902 (every failure becomes one line and a status)
+        if debug:
+            traceback.print_exc()
+        print(f'{prog}: error: {describe(error)}', file=sys.stderr)
+        return exit_status(error)
+
+
+def check_output_folder_writable(folder: os.PathLike, flag: str = '--output') -> None:
+    """Before any work: ``folder`` (or the nearest existing folder above it) must be a folder this process can write.
+
+    Raises:
+        UsageError: it is a file, or not writable (read-only, another owner, immutable), naming ``flag``.
+    """
+    path = os.fspath(folder)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f'{flag} {path} is a file, not a folder; choose a folder.')
+    existing = path
+    while not os.path.isdir(existing):
+        parent = os.path.dirname(os.path.abspath(existing))
+        if parent == existing:
+            break
+        existing = parent
+    probe = os.path.join(existing, f'.sfsc-write-test.{os.getpid()}')
+    try:  # os.access says yes to root even where the file system says no (read-only mounts, immutable folders)
+        with open(probe, 'w'):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f'{flag} {path}: cannot write in {existing} ({e.strerror}); choose a folder you can '
+                         'write to.') from None

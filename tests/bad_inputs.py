@@ -1,0 +1,500 @@
+""" Bad inputs and faults, tried for real on every command: each must give one clear line (or be accepted).
+
+``tests/test_bad_inputs.py`` runs every case and checks the README's table against what the commands printed, so the
+table cannot drift. Regenerate the table after changing a message::
+
+    python tests/bad_inputs.py --write-readme
+
+Every case runs in this process (``sfsc_timm.cli.main``), except the full disk, which needs its own process to limit
+the size of the files it may write.
+"""
+import argparse
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+if __name__ == '__main__':
+    sys.path.insert(0, str(REPO))  # this checkout's sfsc_timm, whatever the working folder
+README = REPO / 'README.md'
+TABLE_START, TABLE_END = '<!-- bad-inputs:start -->', '<!-- bad-inputs:end -->'
+RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
+
+WIDTHS = (0.5, 1.0)
+TINY_MODEL = ['--widths', '0.5', '1.0', '--embed-dim', '16', '--input-size', '3', '16', '16']
+
+
+@dataclass
+class Case:
+    """One bad input: what is run and what must come back.
+
+    Attributes:
+        command: ``train``, ``eval``, ``export``, ``push``, ``export-width``, ``demo``, ``sfsc-timm`` (the top-level
+            command) or ``python`` (the Python API).
+        input: The input, as the README's table shows it.
+        run: ``fixtures -> argv`` for a command; a callable taking the fixtures for ``python``.
+        status: The exit status (0: accepted); for ``python`` the exception class name, or ``ok``.
+        match: A regular expression the message must match (it names the problem and the fix).
+        subprocess: Run in a process of its own, under resource limits (``ulimit_fsize``: bytes a file may have).
+    """
+    command: str
+    input: str
+    run: Callable
+    status: object
+    match: str
+    ulimit_fsize: Optional[int] = None
+
+
+@dataclass
+class Result:
+    status: object
+    message: str
+    error_lines: List[str] = field(default_factory=list)
+    traceback: bool = False
+
+
+# --- the files the cases run on ---
+
+def _image(path: Path, seed: int) -> None:
+    pixels = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def _reid(root: Path, train_ids=(1, 2, 3), per_id: int = 10) -> Path:
+    layout = {'bounding_box_train': (train_ids, per_id), 'query': ((50, 51), 2), 'bounding_box_test': ((50, 51), 4)}
+    for folder, (ids, count) in layout.items():
+        (root / folder).mkdir(parents=True)
+        for identity in ids:
+            for k in range(count):
+                _image(root / folder / f'{identity:04d}_c{k % 2 + 1}s1_{k:06d}_00.png', seed=identity * 100 + k)
+    return root
+
+
+def _imagefolder(root: Path, splits: Dict[str, Tuple[str, ...]]) -> Path:
+    for split, classes in splits.items():
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for k in range(3):
+                _image(root / split / name / f'{k}.png', seed=k)
+    return root
+
+
+def _corrupt_header_dtype(path: Path, key: str) -> None:
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], 'little')
+    header = data[8:8 + size].replace(f'"{key}":{{"dtype":"F32"'.encode(), f'"{key}":{{"dtype":"I32"'.encode())
+    path.write_bytes(data[:8] + header + data[8 + size:])
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+
+
+def make_read_only(folder: Path) -> bool:
+    """A folder this process cannot write in, also as root (immutable attribute); False where none can be made."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return True
+    return shutil.which('chattr') is not None and subprocess.run(['chattr', '+i', str(folder)]).returncode == 0
+
+
+def undo_read_only(folder: Path) -> None:
+    if os.geteuid() == 0 and shutil.which('chattr'):
+        subprocess.run(['chattr', '-i', str(folder)])
+    folder.chmod(0o755)
+
+
+def _hold_lock(run_dir: str, ready) -> None:
+    from sfsc_timm.train.run_lock import RunLock
+    RunLock(run_dir).acquire()
+    ready.set()
+    time.sleep(3600)
+
+
+@dataclass
+class Fixtures:
+    root: Path
+    paths: Dict[str, Path]
+    lock_holder: Optional[multiprocessing.Process] = None
+
+    def __getitem__(self, name: str) -> str:
+        return str(self.paths[name])
+
+    def train(self, output: str, *extra: str, data: str = 'data') -> List[str]:
+        return ['-c', str(RECIPE), '--dataset', 'reid', '--data-dir', self[data], *TINY_MODEL, '--max-train', 'none',
+                '--batch-size', '4', '--val-fraction', '0.2', '--epochs', '1', '--no-progress',
+                '--output', str(self.root / output), *extra]
+
+    def close(self) -> None:
+        if self.lock_holder is not None:
+            os.kill(self.lock_holder.pid, signal.SIGKILL)
+            self.lock_holder.join()
+        if 'read_only' in self.paths:
+            undo_read_only(self.paths['read_only'])
+
+
+def build_fixtures(root: Path) -> Fixtures:
+    """Every file the cases need, under ``root``."""
+    import sfsc_timm
+    from sfsc_timm.train.config import config_from_dict
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {'data': _reid(root / 'data'), 'one_class': _reid(root / 'one_class', train_ids=(1,))}
+    paths['bad_image'] = _reid(root / 'bad_image')
+    (paths['bad_image'] / 'bounding_box_train' / '0002_c1s1_000004_00.png').write_bytes(b'not a png')
+    (paths['bad_image'] / 'query' / '0050_c1s1_000000_00.png').write_bytes(b'')
+    paths['if_one_class'] = _imagefolder(root / 'if_one_class', {'train': ('cat',), 'test': ('cat', 'dog')})
+    paths['if_two_splits'] = _imagefolder(root / 'if_two_splits', {'train': ('cat', 'dog'), 'test': ('cat', 'dog')})
+
+    torch.manual_seed(0)
+    net = timm.create_model('sfsc_resnet18', num_classes=3, widths=WIDTHS, embed_dim=16,
+                            pretrained_cfg_overlay=dict(input_size=(3, 16, 16))).eval()
+    paths['ckpt'] = sfsc_timm.save(net, root / 'ckpt')
+    for name in ('truncated_weights', 'dtype_changed', 'truncated_config'):
+        paths[name] = Path(shutil.copytree(paths['ckpt'], root / name))
+    _truncate(paths['truncated_weights'] / 'model.safetensors')
+    _corrupt_header_dtype(paths['dtype_changed'] / 'model.safetensors', 'backbone.conv1.weight')
+    _truncate(paths['truncated_config'] / 'config.json')
+
+    # run folders: finished (export/), unfinished (checkpoints only), holding a run, with a broken checkpoint
+    paths['run_done'] = root / 'run_done'
+    shutil.copytree(paths['ckpt'], paths['run_done'] / 'export')
+    (paths['run_done'] / 'config.yaml').write_text('model: sfsc_resnet18\n')
+    (paths['run_done'] / 'export' / 'metrics.json').write_text(json.dumps(
+        dict(widths=list(WIDTHS), matrix=[[0.5, 0.6], [0.6, 0.7]], architecture='sfsc_resnet18')))
+    paths['run_unfinished'] = root / 'run_unfinished'
+    (paths['run_unfinished'] / 'checkpoints' / 'last').mkdir(parents=True)
+    paths['run_existing'] = root / 'run_existing'
+    paths['run_existing'].mkdir()
+    (paths['run_existing'] / 'config.yaml').write_text('model: sfsc_resnet18\n')
+    (paths['run_existing'] / 'metrics.jsonl').write_text('{"epoch": 1}\n')
+    cfg = config_from_dict(dict(dataset='reid', data_dir=str(paths['data']), widths=list(WIDTHS), embed_dim=16,
+                                input_size=[3, 16, 16], max_train=None, batch_size=4, val_fraction=0.2, epochs=1))
+    state = dict(epoch=0, config=cfg.to_dict(), step={}, scheduler={}, rng=[])
+    for name in ('run_bad_state', 'run_bad_weights'):
+        folder = root / name / 'checkpoints' / 'last'
+        shutil.copytree(paths['ckpt'], folder)
+        torch.save(dict(state, config=dict(state['config'], output=str(root / name))), folder / 'training_state.pt')
+        paths[name] = root / name
+    _truncate(paths['run_bad_state'] / 'checkpoints' / 'last' / 'training_state.pt')
+    _truncate(paths['run_bad_weights'] / 'checkpoints' / 'last' / 'model.safetensors')
+
+    (root / 'bad.yaml').write_text('model: sfsc_resnet18\nlr: [0.1\nepochs: 3\n')
+    (root / 'list.yaml').write_text('- model\n- lr\n')
+    (root / 'a_file').write_text('not a folder\n')
+    paths.update(bad_yaml=root / 'bad.yaml', list_yaml=root / 'list.yaml', a_file=root / 'a_file')
+    fixtures = Fixtures(root, paths)
+    paths['read_only'] = root / 'read_only'
+    paths['read_only'].mkdir()
+    if not make_read_only(paths['read_only']):
+        del paths['read_only']
+
+    context = multiprocessing.get_context('fork')
+    ready = context.Event()
+    fixtures.lock_holder = context.Process(target=_hold_lock, args=(str(root / 'run_locked'), ready), daemon=True)
+    fixtures.lock_holder.start()
+    ready.wait(60)
+    return fixtures
+
+
+# --- the cases ---
+
+def _python_cases() -> List[Case]:
+    import sfsc_timm
+
+    def create(**kwargs):
+        return lambda fx: timm.create_model('sfsc_resnet18', **kwargs)
+
+    return [
+        Case('python', "timm.create_model('sfsc_resnet18', embed_dim=0)", create(embed_dim=0), 'ValueError',
+             r'embed_dim must be a positive int .* got 0'),
+        Case('python', "timm.create_model('sfsc_resnet18', embed_dim='abc')", create(embed_dim='abc'), 'ValueError',
+             r"embed_dim must be a positive int .* got 'abc'"),
+        Case('python', "timm.create_model('sfsc_resnet18', width=np.float32(0.25))",
+             create(width=np.float32(0.25)), 'ok', r'^accepted'),
+        Case('python', "timm.create_model('sfsc_resnet18', width=0.3)", create(width=0.3), 'ValueError',
+             r'width 0.3 is not one of the widths .* Choose one of'),
+        Case('python', "timm.create_model('sfsc_resnet18', width=1.5)", create(width=1.5), 'ValueError',
+             r'width must be in \(0, 1\]'),
+        Case('python', 'sfsc_timm.load(folder with a truncated config.json)',
+             lambda fx: sfsc_timm.load(fx['truncated_config']), 'CheckpointError',
+             r'config.json is not valid JSON .* truncated or corrupt'),
+        Case('python', 'sfsc_timm.load(a safetensors header whose dtype was changed)',
+             lambda fx: sfsc_timm.load(fx['dtype_changed']), 'CheckpointError',
+             r'stored as torch.int32, the model needs torch.float32'),
+        Case('python', 'sfsc_timm.load(folder with a truncated model.safetensors)',
+             lambda fx: sfsc_timm.load(fx['truncated_weights']), 'CheckpointError', r'truncated or corrupt'),
+    ]
+
+
+def cases() -> List[Case]:
+    """Every case, in the order of the README's table."""
+    train = [
+        Case('train', 'recipe with malformed YAML', lambda fx: ['-c', fx['bad_yaml']], 2,
+             r'not valid YAML at line 3, column 7.*Fix the file'),
+        Case('train', 'recipe that is a list, not a mapping', lambda fx: ['-c', fx['list_yaml']], 2,
+             r'must be a YAML mapping'),
+        Case('train', 'recipe file that does not exist', lambda fx: ['-c', str(fx.root / 'nothing.yaml')], 2,
+             r'recipe .* not found'),
+        Case('train', '--opt foo', lambda fx: fx.train('out', '--opt', 'foo'), 2, r"opt='foo' is not a timm optimizer"),
+        Case('train', '--sched bar', lambda fx: fx.train('out', '--sched', 'bar'), 2, r"sched='bar'; allowed: cosine"),
+        Case('train', '--lr fast', lambda fx: fx.train('out', '--lr', 'fast'), 2, r"--lr.*invalid float value"),
+        Case('train', '--epochs 0', lambda fx: fx.train('out', '--epochs', '0'), 2, r'epochs must be >= 1'),
+        Case('train', '--widths 0.25 1.5', lambda fx: fx.train('out', '--widths', '0.25', '1.5'), 2,
+             r'width must be in \(0, 1\]'),
+        Case('train', '--widths 0.25 0.5 (no 1.0)', lambda fx: fx.train('out', '--widths', '0.25', '0.5'), 2,
+             r'must include the full width 1.0'),
+        Case('train', '--embed-dim 0', lambda fx: fx.train('out', '--embed-dim', '0'), 2, r'embed_dim must be >= 1'),
+        Case('train', '--input-size 3 0 0', lambda fx: fx.train('out', '--input-size', '3', '0', '0'), 2,
+             r'input_size must be \[channels, height, width\] of positive ints'),
+        Case('train', '--model resnet18 (not an sfsc model)', lambda fx: fx.train('out', '--model', 'resnet18'), 2,
+             r"unknown model 'resnet18'; available: sfsc_"),
+        Case('train', '--device cuda on a machine without CUDA', lambda fx: fx.train('out', '--device', 'cuda'), 2,
+             r'CUDA is not available here; use --device cpu'),
+        Case('train', '--dataset imagefolder without --data-dir',
+             lambda fx: ['-c', str(RECIPE), '--dataset', 'imagefolder', '--output', str(fx.root / 'out')], 2,
+             r'needs data_dir'),
+        Case('train', '--data-dir that does not exist', lambda fx: fx.train('out', '--data-dir', '/nonexistent'), 2,
+             r'does not exist'),
+        Case('train', 'a dataset with a single class', lambda fx: fx.train('out', data='one_class'), 2,
+             r'1 class left to train on .* at least 2'),
+        Case('train', 'an image folder with a single class folder',
+             lambda fx: ['-c', str(RECIPE), '--dataset', 'imagefolder', '--data-dir', fx['if_one_class'],
+                         '--output', str(fx.root / 'out')], 2, r"split 'train' has only one class folder \(cat/\)"),
+        Case('train', 'unreadable image files in the data', lambda fx: fx.train('out', data='bad_image'), 2,
+             r'2 image file\(s\) cannot be read: .*0002_c1s1_000004_00.png.*Replace or remove them'),
+        Case('train', '--batch-size larger than the training set', lambda fx: fx.train('out', '--batch-size', '64'),
+             2, r'cannot fill one batch of 64'),
+        Case('train', '--output of an existing run, without --resume',
+             lambda fx: fx.train('run_existing'), 2, r'already holds a run .* --resume .* another --output'),
+        Case('train', '--output of a run in progress (another process holds it)',
+             lambda fx: fx.train('run_locked'), 2, r'another sfsc-timm train \(pid \d+\) is writing to'),
+        Case('train', '--output in a read-only folder', lambda fx: fx.train('read_only/run'), 2,
+             r'cannot write in .* choose a folder you can write to'),
+        Case('train', '--resume of a folder without a checkpoint', lambda fx: ['--resume', str(fx.root / 'data')], 2,
+             r'no checkpoint there'),
+        Case('train', '--resume with a truncated training_state.pt', lambda fx: ['--resume', fx['run_bad_state']], 2,
+             r'training_state.pt is truncated or corrupt'),
+        Case('train', '--resume with a truncated model.safetensors',
+             lambda fx: ['--resume', fx['run_bad_weights']], 2, r'model.safetensors is truncated or corrupt'),
+        Case('train', '--resume with another recipe (-c ... --lr 0.5)',
+             lambda fx: ['-c', str(RECIPE), '--lr', '0.5', '--resume', fx['run_bad_weights']], 2,
+             r'trained with another recipe; differing keys'),
+    ]
+    evaluate = [
+        Case('eval', 'a checkpoint folder that does not exist', lambda fx: [str(fx.root / 'nothing')], 2,
+             r'does not exist; pass a checkpoint folder or a run folder'),
+        Case('eval', 'a folder that is not a checkpoint', lambda fx: [fx['data']], 2, r'holds no checkpoint'),
+        Case('eval', 'a run folder (evaluates its export/)',
+             lambda fx: [fx['run_done'], '--data', fx['data'], '--output', str(fx.root / 'eval_run')], 0,
+             r'queries skipped'),
+        Case('eval', 'a run folder that has not finished', lambda fx: [fx['run_unfinished']], 2,
+             r'training run without its final export; finish it with sfsc-timm train --resume'),
+        Case('eval', '--output that is a file', lambda fx: [fx['ckpt'], '--data', fx['data'], '--output',
+                                                            fx['a_file']], 2, r'is a file, not a folder'),
+        Case('eval', '--output in a read-only folder',
+             lambda fx: [fx['ckpt'], '--data', fx['data'], '--output', str(fx.root / 'read_only' / 'eval')], 2,
+             r'cannot write in'),
+        Case('eval', '--img-size 0 0', lambda fx: [fx['ckpt'], '--img-size', '0', '0'], 2,
+             r'--img-size takes a positive height and width'),
+        Case('eval', '--batch-size 0', lambda fx: [fx['ckpt'], '--batch-size', '0'], 2, r'--batch-size must be >= 1'),
+        Case('eval', '--widths 0.25 (not trained)',
+             lambda fx: [fx['ckpt'], '--widths', '0.25', '--data', fx['data'], '--output', str(fx.root / 'e')], 2,
+             r'--widths 0.25: the checkpoint has widths 0.5 1 only'),
+        Case('eval', '--data that does not exist',
+             lambda fx: [fx['ckpt'], '--data', '/nonexistent/market', '--output', str(fx.root / 'e')], 2,
+             r'does not exist|not a re-ID dataset'),
+        Case('eval', 'an image folder with a single class folder',
+             lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["if_one_class"]}', '--query-per-class', '1',
+                         '--output', str(fx.root / 'e')], 2, r'only one class folder'),
+        Case('eval', 'an image folder with --query-split but no --gallery-split',
+             lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["if_two_splits"]}', '--query-split', 'test',
+                         '--output', str(fx.root / 'e')], 2, r"--query-split 'test' needs --gallery-split too"),
+        Case('eval', 'an image folder whose query / gallery are not named',
+             lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["if_two_splits"]}', '--output',
+                         str(fx.root / 'e')], 2,
+             r'name the query and gallery splits \(--query-split, --gallery-split\).*--query-per-class N'),
+        Case('eval', 'unreadable image files in the data',
+             lambda fx: [fx['ckpt'], '--data', fx['bad_image'], '--output', str(fx.root / 'e')], 2,
+             r'1 image file\(s\) cannot be read: .*0050_c1s1_000000_00.png'),
+        Case('eval', 'a truncated model.safetensors', lambda fx: [fx['truncated_weights']], 2,
+             r'not a readable safetensors file .* truncated or corrupt'),
+        Case('eval', 'a truncated config.json', lambda fx: [fx['truncated_config']], 2,
+             r'truncated_config/config.json is not valid JSON'),
+        Case('eval', 'a safetensors header whose dtype was changed', lambda fx: [fx['dtype_changed']], 2,
+             r'backbone.conv1.weight is stored as torch.int32'),
+        Case('eval', 'a full disk while writing the results (file size limit)',
+             lambda fx: [fx['ckpt'], '--data', fx['data'], '--output', str(fx.root / 'eval_full')], 1,
+             r'cannot write \(.*eval_full/metrics.json\): File too large. Free disk space', ulimit_fsize=1024),
+    ]
+    export = [
+        Case('export', 'a run folder that does not exist', lambda fx: [str(fx.root / 'nothing'), str(fx.root / 'h')],
+             2, r'is not a folder'),
+        Case('export', 'a run that has not finished', lambda fx: [fx['run_unfinished'], str(fx.root / 'h')], 2,
+             r'has not finished'),
+        Case('export', 'a checkpoint without metrics.json', lambda fx: [fx['ckpt'], str(fx.root / 'h')], 2,
+             r'lack metrics.json.* sfsc-timm eval'),
+        Case('export', 'OUT_DIR that holds other files', lambda fx: [fx['run_done'], fx['data']], 2,
+             r'holds files an export does not write'),
+        Case('export', 'OUT_DIR in a read-only folder',
+             lambda fx: [fx['run_done'], str(fx.root / 'read_only' / 'hub')], 2, r'OUT_DIR .*cannot write in'),
+    ]
+    push = [
+        Case('push', '--repo-id without a namespace', lambda fx: [fx['ckpt'], '--repo-id', 'nonamespace'], 2,
+             r'has no namespace; use ORG/NAME'),
+        Case('push', 'no Hugging Face token', lambda fx: [fx['ckpt'], '--repo-id', 'org/name'], 1,
+             r'No Hugging Face token found.*HF_TOKEN'),
+        Case('push', 'a folder that does not exist', lambda fx: [str(fx.root / 'nothing'), '--repo-id', 'org/name'],
+             2, r'does not exist; pass an export folder'),
+    ]
+    export_width = [
+        Case('export-width', '--width 0.3 (not trained)', lambda fx: [fx['ckpt'], '--width', '0.3'], 2,
+             r'width 0.3 is not one of the widths \(0.5, 1.0\)'),
+        Case('export-width', '--format foo', lambda fx: [fx['ckpt'], '--width', '0.5', '--format', 'foo'], 2,
+             r"--format: invalid choice: 'foo'"),
+        Case('export-width', 'ORG/NAME without hf-hub:', lambda fx: ['someone/repo', '--width', '0.5'], 2,
+             r'For a Hub repository write hf-hub:someone/repo'),
+        Case('export-width', '--output in a read-only folder',
+             lambda fx: [fx['ckpt'], '--width', '0.5', '--output', str(fx.root / 'read_only' / 'w.onnx')], 2,
+             r'--output .*cannot write in'),
+    ]
+    other = [
+        Case('sfsc-timm', 'an unknown command', lambda fx: ['frobnicate'], 2, r"unknown command 'frobnicate'"),
+        Case('demo', '--model resnet18', lambda fx: ['--model', 'resnet18'], 2, r'not an sfsc model; available'),
+    ]
+    return train + evaluate + export + push + export_width + other + _python_cases()
+
+
+# --- running them ---
+
+def normalise(text: str, root: Path) -> str:
+    """A message without what changes from run to run (the temporary folder, process ids)."""
+    text = text.replace(str(root), '<tmp>')
+    return re.sub(r'\(pid \d+\)', '(pid N)', text)
+
+
+def _argv(case: Case, fx: Fixtures) -> List[str]:
+    argv = case.run(fx)
+    return argv if case.command == 'sfsc-timm' else [case.command, *argv]
+
+
+def _run_in_subprocess(case: Case, fx: Fixtures) -> Result:
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (case.ulimit_fsize, case.ulimit_fsize))
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE='1')
+    done = subprocess.run([sys.executable, '-m', 'sfsc_timm.cli', *_argv(case, fx)], capture_output=True, text=True,
+                          env=env, preexec_fn=limit, cwd=fx.root)
+    return _result(done.returncode, done.stdout, done.stderr)
+
+
+def _result(status: int, out: str, err: str) -> Result:
+    errors = [line for line in err.splitlines() if re.match(r'^sfsc-timm[\w -]*: error: ', line)]
+    message = errors[0] if errors else next((line for line in out.splitlines() if 'skipped' in line),
+                                            out.strip().splitlines()[-1] if out.strip() else '')
+    return Result(status, message, errors, 'Traceback' in err)
+
+
+def run_case(case: Case, fx: Fixtures) -> Result:
+    """Run one case; its exit status (or exception) and its message."""
+    if case.command == 'python':
+        try:
+            case.run(fx)
+        except Exception as e:  # the API's errors are exceptions; the message is what a user reads
+            return Result(type(e).__name__, str(e))
+        return Result('ok', 'accepted')
+    if case.ulimit_fsize is not None:
+        return _run_in_subprocess(case, fx)
+    from sfsc_timm.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    env = dict(HF_TOKEN=None, HUGGING_FACE_HUB_TOKEN=None)
+    saved = {k: os.environ.pop(k, None) for k in env}
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(_argv(case, fx))
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    return _result(status, out.getvalue(), err.getvalue())
+
+
+def is_clear(case: Case, result: Result) -> bool:
+    """The case's expectation: its status, one error line (for a refusal), no traceback, the message matching."""
+    if result.status != case.status or result.traceback:
+        return False
+    if case.command != 'python' and case.status != 0 and len(result.error_lines) != 1:
+        return False
+    return re.search(case.match, result.message) is not None
+
+
+def table(rows: List[Tuple[Case, Result]], root: Path) -> str:
+    """The README's table: command, input, exit status, the message (temporary paths shown as <tmp>)."""
+    lines = ['| # | command | input | exit | message |', '| ---: | --- | --- | --- | --- |']
+    for number, (case, result) in enumerate(rows, 1):
+        message = normalise(result.message, root).replace('|', '\\|')
+        status = result.status if case.command != 'python' else f'`{result.status}`'
+        lines.append(f'| {number} | {case.command} | {case.input.replace("|", "/")} | {status} | {message} |')
+    clear = sum(is_clear(case, result) for case, result in rows)
+    lines.append('')
+    lines.append(f'{len(rows)} cases tried, {clear} clear (the expected exit status or exception, one line, no '
+                 'traceback, a message that names the fix).')
+    return '\n'.join(lines)
+
+
+def readme_table() -> str:
+    text = README.read_text()
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    return text[start:end].strip()
+
+
+def write_readme_table(new: str) -> None:
+    text = README.read_text()
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    README.write_text(text[:start] + '\n' + new + '\n' + text[end:])
+
+
+def run_all(root: Path) -> List[Tuple[Case, Result]]:
+    import datasets
+    cache = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = root / 'hf_datasets_cache'  # image folders are built here, not in ~/.cache
+    fx = build_fixtures(root)
+    try:
+        return [(case, run_case(case, fx)) for case in cases()]
+    finally:
+        fx.close()
+        datasets.config.HF_DATASETS_CACHE = cache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--write-readme', action='store_true', help='replace the table in README.md')
+    parser.add_argument('--root', type=Path, default=None, help='where to build the fixtures (default: a temp dir)')
+    args = parser.parse_args()
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        root = (args.root or Path(tmp)) / 'bad_inputs'
+        rows = run_all(root)
+        new = table(rows, root)
+        print(new)
+        print(json.dumps({c.input: r.status for c, r in rows if not is_clear(c, r)}, indent=1))
+        if args.write_readme:
+            write_readme_table(new)
+
+
+if __name__ == '__main__':
+    main()
