@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install data run demo test bench
+.PHONY: install data glyphs run demo test bench
 
 install: $(VENV)/.installed
 
@@ -16,11 +16,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-data: $(FASHION_MNIST)
+# Fashion-MNIST, and the typefaces the glyph re-identification benchmark renders (docs/open_set.md)
+data: $(FASHION_MNIST) glyphs
+
+GLYPH_FONTS := fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei fonts-wqy-microhei \
+	fonts-ipafont-gothic fonts-ipafont-mincho fonts-droid-fallback
 
 $(FASHION_MNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+glyphs:
+	@dpkg -s $(GLYPH_FONTS) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends $(GLYPH_FONTS); }
 
 # the main job: train the built-in default recipe (Fashion-MNIST), then print the compatibility matrix
 run: install data

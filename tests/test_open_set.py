@@ -228,3 +228,39 @@ def test_glyphs_are_cached_on_disk(tmp_path):
 def test_no_cjk_font_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='apt-get install -y fonts-noto-cjk'):
         load_glyphs(tmp_path, faces=[])
+
+
+# --- the open-set remedy (docs/open_set.md, section 3) ---
+
+@pytest.mark.parametrize('method, overrides, expected', [
+    ('sfsc', {}, dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0)),
+    ('sfsc_exp', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=0.0)),
+    ('sfsc_ipd', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=1.0)),
+    ('sfsc_exp', dict(kl_coef=0.5, evidence='softplus'), dict(evidence='softplus', kl_coef=0.5)),  # a set key wins
+])
+def test_null_loss_keys_take_the_methods_own_settings(method, overrides, expected):
+    from sfsc_timm.train.config import config_from_dict
+    cfg = config_from_dict(dict(method=method, **overrides))
+    assert {k: getattr(cfg, k) for k in expected} == expected
+
+
+def test_in_place_distillation_is_refused_for_a_method_without_it():
+    from sfsc_timm.train.config import ConfigError, config_from_dict
+    with pytest.raises(ConfigError, match='lambda_align applies to the method.* sfsc_ipd'):
+        config_from_dict(dict(method='sfsc_exp', lambda_align=1.0))
+
+
+def test_sfsc_exp_trains_on_an_open_split_and_logs_each_width(tmp_path, disjoint_folder):
+    run = tmp_path / 'run'
+    args = ['-c', str(DEFAULT_RECIPE), '--dataset', 'imagefolder', '--data-dir', str(disjoint_folder),
+            '--method', 'sfsc_exp', '--val-split', 'identities', '--val-fraction', '0.25', '--widths', '0.5', '1.0',
+            '--embed-dim', '16', '--input-size', '3', '16', '16',
+            '--max-train', 'none', '--batch-size', '8', '--epochs', '1', '--warmup-epochs', '0', '--no-progress',
+            '--output', str(run)]
+    assert main(args) == 0
+    epoch = json.loads((run / 'metrics.jsonl').read_text().splitlines()[-1])
+    assert len(epoch['width_losses']) == len(epoch['priorities']) == len(epoch['uncertainties']) == 2
+    assert all(0.0 < u <= 1.0 for u in epoch['uncertainties'])
+    metrics = json.loads((run / 'export' / 'metrics.json').read_text())
+    assert metrics['recipe']['evidence'] == 'exp' and metrics['recipe']['kl_coef'] == 0.0
+    assert len(metrics['matrix']) == 2
