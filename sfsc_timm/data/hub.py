@@ -87,6 +87,10 @@ def _lacks_labels(ds: datasets.Dataset) -> bool:
     return 'label' not in ds.column_names or ds.with_format('arrow', columns=['label'])[:]['label'].null_count > 0
 
 
+def _has_metadata(split_dir: Path) -> bool:
+    return any((split_dir / f'metadata.{ext}').is_file() for ext in ('csv', 'jsonl', 'parquet'))
+
+
 def _check_class_folders(split_dir: Path, source: str, name: str) -> None:
     classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
     if len(classes) < 2:
@@ -142,8 +146,10 @@ def load_hub_retrieval(
     def split(name: str) -> datasets.Dataset:
         if name not in splits:
             raise ValueError(f'{source!r} has no split {name!r}; its splits are {list(splits)}')
-        if imagefolder and label_column == 'label' and _lacks_labels(splits[name]):
-            _check_class_folders(Path(source).expanduser() / name, source, name)
+        split_dir = Path(source).expanduser() / name
+        # with a metadata file the labels are its columns: a missing one is named by standardize_columns
+        if imagefolder and label_column == 'label' and _lacks_labels(splits[name]) and not _has_metadata(split_dir):
+            _check_class_folders(split_dir, source, name)
         return standardize_columns(
             splits[name], label_column=label_column, image_column=image_column, camera_column=camera_column,
             where=f'{source!r} (split {name!r})')
