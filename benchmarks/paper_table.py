@@ -142,6 +142,34 @@ def build_table(results: Dict[str, Dict[int, Dict]]) -> Dict:
     return rows
 
 
+def goal_checks(rows: Dict, method: str) -> Optional[Dict]:
+    """The open-set goal (issue 9), each part computed on the mean matrices: ``method``'s cross-width mean within 2
+    points of its diagonal mean; its φ_1/16 row self-compatible; above BCT-S and Asymmetric-S on the mean of the
+    matrix and on φ→φ; its diagonal at most 1 point below the independent models' at every width."""
+    needed = (method, 'bct_s', 'asymmetric_s', 'independent')
+    if any(name not in rows for name in needed):
+        return None
+
+    def mean(name):
+        return torch.tensor(rows[name]['mean_matrix']) * 100
+
+    m, bct_s, asym_s, independent = (mean(name) for name in needed)
+    n = len(m)
+    diag, cross = m.diagonal(), m[~torch.eye(n, dtype=torch.bool)]
+    gap_to_independent = (diag - independent.diagonal()).tolist()
+    checks = {
+        'cross_within_2_of_diagonal': (float(diag.mean() - cross.mean()), bool(diag.mean() - cross.mean() <= 2)),
+        'narrowest_row_self_compatible': (m[0].tolist(), bool((m[0, 1:] >= m[0, 0]).all())),
+        'mean_above_bct_s_and_asymmetric_s': ([float(m.mean()), float(bct_s.mean()), float(asym_s.mean())],
+                                              bool(m.mean() > max(bct_s.mean(), asym_s.mean()))),
+        'full_width_above_bct_s_and_asymmetric_s': ([float(m[-1, -1]), float(bct_s[-1, -1]), float(asym_s[-1, -1])],
+                                                    bool(m[-1, -1] > max(bct_s[-1, -1], asym_s[-1, -1]))),
+        'diagonal_within_1_of_independent': (gap_to_independent, all(g >= -1 for g in gap_to_independent)),
+    }
+    return dict(method=method, checks={k: dict(value=v, holds=h) for k, (v, h) in checks.items()},
+                holds=all(h for _, h in checks.values()))
+
+
 def markdown(rows: Dict) -> str:
     header = ['method', *(f'{parameter_share_label(q)}→{parameter_share_label(g)}' for q, g in PAPER_COLUMNS),
               'mean of matrix', 'diagonal', 'cross-width', 'φ_1/16 row self-compatible', 'self-compatible', 'seeds']
@@ -194,8 +222,9 @@ def main() -> int:
         plot_compatibility_heatmap(row['mean_matrix'], row['widths'], output / f'{method}.png',
                                    title=f'{row["label"]}: mAP (%), mean of seeds {row["seeds"]}')
     cpu_seconds = [s for row in rows.values() for s in row['cpu_seconds'] if s is not None]
+    goals = {name: goal_checks(rows, name) for name in ('sfsc', 'sfsc_exp', 'sfsc_ipd') if name in rows}
     payload = dict(benchmark=args.benchmark, dataset=benchmark['dataset'], setting=args.setting, setting_args=setting,
-                   extra=extra, jobs=args.jobs, threads=threads, rows=rows, table_markdown=table,
+                   extra=extra, jobs=args.jobs, threads=threads, rows=rows, table_markdown=table, goal=goals,
                    total_cpu_seconds=sum(cpu_seconds), seconds_this_invocation=time.time() - start)
     write_json_atomically(output / 'paper_table.json', payload)
     write_text_atomically(output / 'paper_table.md', table + '\n')
@@ -203,6 +232,10 @@ def main() -> int:
     for method, row in rows.items():
         print(f'\n{row["label"]} (mean over seeds {row["seeds"]}), mAP %:\n'
               + format_compatibility_table(row['mean_matrix'], row['widths']))
+    for name, goal in goals.items():
+        if goal is not None:
+            print(f'\ngoal for {name}: ' + ('holds' if goal['holds'] else 'missed') + ''.join(
+                f'\n  {key}: {"yes" if c["holds"] else "no"} {c["value"]}' for key, c in goal['checks'].items()))
     print(f'\n{time.time() - start:.0f} s in this invocation, {sum(cpu_seconds):.0f} CPU seconds in all runs of the '
           f'table; wrote {output}/paper_table.{{json,md}} and heatmaps')
     return 0
