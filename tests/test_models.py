@@ -145,5 +145,6 @@ def test_untrained_width_names_the_available_widths():
 
 
 def test_pretrained_without_weights_says_where_to_load_from():
+    # the default cfg names timm's ImageNet weights (tests/test_pretrained_init.py); a cfg naming none says this
     with pytest.raises(RuntimeError, match='local-dir:FOLDER'):
-        timm.create_model('sfsc_resnet18', pretrained=True)
+        timm.create_model('sfsc_resnet18', pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id=None))

@@ -14,6 +14,7 @@ from torch import nn
 from ..atomic_io import replace_folder, staged_folder  # noqa: F401  (replace_folder: the name others import)
 from ..layers import key_width
 from .kinds import ModelKind, model_kind
+from .last_stride import DEFAULT_LAST_STRIDE
 
 
 WEIGHTS_NAME = 'model.safetensors'
@@ -137,38 +138,6 @@ class CheckpointReader:
             view, offset, size = view[got:], offset + got, size - got
 
 
-def resolve_weights_file(pretrained_cfg: Dict[str, Any], cache_dir: Optional[Union[str, Path]] = None) -> Path:
-    """Local path of the safetensors weights a timm ``pretrained_cfg`` points at (downloading from the Hub if needed).
-
-    Follows timm's precedence: an explicit ``hf-hub`` / ``local-dir`` source, then ``file``, then ``hf_hub_id``.
-    """
-    source = pretrained_cfg.get('source') or ''
-    file = pretrained_cfg.get('file')
-    hub_id = pretrained_cfg.get('hf_hub_id')
-    if source == 'local-dir' or (source != 'hf-hub' and file):
-        location = Path(file)
-        if location.is_dir():
-            weights = location / WEIGHTS_NAME
-            if not weights.is_file():
-                others = sorted(p.name for p in location.glob('*.bin')) + sorted(p.name for p in location.glob('*.pth'))
-                hint = f' It holds {others}: pickled weights are not loaded, re-save them with sfsc_timm.save.' \
-                    if others else ''
-                raise FileNotFoundError(f'No {WEIGHTS_NAME} in {location}.{hint} Export the supernet with '
-                                        'sfsc_timm.save(net, folder).')
-            return weights
-        return location
-    if hub_id:
-        from huggingface_hub import hf_hub_download
-        repo_id, _, revision = hub_id.partition('@')
-        return Path(hf_hub_download(repo_id, pretrained_cfg.get('hf_hub_filename') or WEIGHTS_NAME,
-                                    revision=revision or None, cache_dir=cache_dir))
-    name = pretrained_cfg.get('architecture', 'this model')
-    raise RuntimeError(
-        f'No pretrained weights are registered for {name}. Load a trained checkpoint with '
-        f"timm.create_model('local-dir:FOLDER', ...), timm.create_model('hf-hub:ORG/NAME', ...) or "
-        f"timm.create_model('{name}', pretrained=True, pretrained_cfg_overlay=dict(file='FOLDER/{WEIGHTS_NAME}')).")
-
-
 def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, Any]] = None) -> Path:
     """Save ``net`` as a timm checkpoint folder (``model.safetensors`` + ``config.json``), atomically.
 
@@ -250,6 +219,8 @@ def sfsc_model_args(net: nn.Module) -> Dict[str, Any]:
                 widths=list(net.source_widths if static else net.widths))
     if static:  # its checkpoint holds one width only
         args['width'] = net.active_width
+    if net.last_stride != DEFAULT_LAST_STRIDE:  # only then: checkpoints of the default keep their config.json
+        args['last_stride'] = net.last_stride
     return args
 
 

@@ -13,6 +13,7 @@ from ..layers import (
 )
 from .heads import EmbeddingNeck, check_pooling, create_head, init_head
 from .kinds import ModelKind, SfscModel
+from .last_stride import DEFAULT_LAST_STRIDE, check_last_stride, set_last_stride
 
 
 class WidthSwitching:
@@ -48,6 +49,7 @@ class EmbeddingNet(nn.Module, SfscModel):
     __jit_unused_properties__ = ['global_pool']
 
     kind = ModelKind.STATIC
+    last_stride = DEFAULT_LAST_STRIDE  # the stride of the backbone's last stage (1: Bag of Tricks), saved with it
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, embed_dim: int, num_classes: int,
                  width: float = 1.0, in_chans: int = 3):
@@ -189,6 +191,8 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
         embed_dim: D; default: the full-width backbone's pre-logits size (``head_hidden_size``).
         num_classes: classes of the shared classifier; 0 for none.
         in_chans: image channels.
+        last_stride: 2 as timm builds the backbone; 1 removes the last stage's downsampling (a 256x128 input gives
+            a 16x8 feature map; ResNet and MobileNetV3).
         input_layers: backbone module names that read the image (their input channels are never sliced);
             default: the backbone's ``pretrained_cfg['first_conv']``.
         device: where to allocate the weights (``'meta'`` to build a skeleton without storage).
@@ -200,11 +204,13 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
 
     def __init__(self, backbone_name: str, widths: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
                  embed_dim: Optional[int] = None, num_classes: int = 0, in_chans: int = 3,
-                 input_layers: Optional[Sequence[str]] = None, device=None, **backbone_kwargs):
+                 last_stride: int = DEFAULT_LAST_STRIDE, input_layers: Optional[Sequence[str]] = None, device=None,
+                 **backbone_kwargs):
         widths = check_widths(widths)
         check_pooling(backbone_kwargs.get('global_pool'), num_classes)
         backbone = timm.create_model(backbone_name, pretrained=False, num_classes=0, in_chans=in_chans,
                                      device=device, **backbone_kwargs)
+        set_last_stride(backbone, last_stride)  # before conversion: the switchable convs copy the strides
         if input_layers is None:
             first_conv = backbone.pretrained_cfg.get('first_conv')
             input_layers = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
@@ -223,6 +229,7 @@ class SwitchableEmbeddingNet(EmbeddingNet, WidthSwitching):
         super().__init__(backbone, neck, head, embed_dim, num_classes, width=1.0, in_chans=in_chans)
         self.backbone_name = backbone_name
         self.widths = widths
+        self.last_stride = check_last_stride(last_stride)
         self._full_num_features = backbone.num_features
         self._full_feature_info = list(self.feature_info)
         nn.init.kaiming_normal_(self.neck.fc.weight, mode='fan_out')

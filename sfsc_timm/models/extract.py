@@ -39,6 +39,7 @@ def build_static(net: SwitchableEmbeddingNet, width: float, read: TensorReader,
     static = EmbeddingNet(backbone, part('neck'), head if head is not None else part('head'), net.embed_dim,
                           net.num_classes, width=width, in_chans=net.in_chans)
     static.source_widths = net.widths
+    static.last_stride = net.last_stride  # its backbone has the supernet's strides; config.json must say so
     # where each of its tensors lives in the supernet's state_dict, so that load_state_dict (and with it
     # timm.models.load_checkpoint) also takes the supernet's checkpoint
     static._supernet_layout = (static_state_map(net, width), {k: tuple(v.shape) for k, v in net.state_dict().items()})

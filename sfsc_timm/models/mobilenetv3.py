@@ -1,17 +1,12 @@
 """Switchable MobileNetV3 (Howard et al. 2019) on timm's MobileNetV3: depthwise convs and squeeze-excite."""
 from timm.models import generate_default_cfgs, register_model
 
-from .default_cfg import sfsc_cfg
+from .default_cfg import imagenet_init_cfg
 from .embedding_net import EmbeddingNet
 from .factory import create_sfsc_model
 
-
-def _cfg(**kwargs):
-    return sfsc_cfg('backbone.conv_stem', **kwargs)
-
-
 default_cfgs = generate_default_cfgs({
-    'sfsc_mobilenetv3_large_150d': _cfg(),
+    **imagenet_init_cfg('sfsc_mobilenetv3_large_150d', 'mobilenetv3_large_150d', 'backbone.conv_stem'),
 })
 
 

@@ -1,21 +1,17 @@
-"""Switchable ResNets (He et al. 2016) on timm's ResNet: ``sfsc_resnet10t/18/34/50/101``."""
+"""Switchable ResNets (He et al. 2016) on timm's ResNet: ``sfsc_resnet10t/18/34/50/101``, ImageNet-initialised
+from timm's weights of the same ResNet with ``pretrained=True``; ``last_stride=1`` for re-ID."""
 from timm.models import generate_default_cfgs, register_model
 
-from .default_cfg import sfsc_cfg
+from .default_cfg import imagenet_init_cfg
 from .embedding_net import EmbeddingNet
 from .factory import create_sfsc_model
 
-
-def _cfg(**kwargs):
-    return sfsc_cfg('backbone.conv1', **kwargs)
-
-
 default_cfgs = generate_default_cfgs({
-    'sfsc_resnet10t': sfsc_cfg('backbone.conv1.0'),
-    'sfsc_resnet18': _cfg(),
-    'sfsc_resnet34': _cfg(),
-    'sfsc_resnet50': _cfg(),
-    'sfsc_resnet101': _cfg(),
+    **imagenet_init_cfg('sfsc_resnet10t', 'resnet10t', 'backbone.conv1.0'),
+    **imagenet_init_cfg('sfsc_resnet18', 'resnet18', 'backbone.conv1'),
+    **imagenet_init_cfg('sfsc_resnet34', 'resnet34', 'backbone.conv1'),
+    **imagenet_init_cfg('sfsc_resnet50', 'resnet50', 'backbone.conv1'),
+    **imagenet_init_cfg('sfsc_resnet101', 'resnet101', 'backbone.conv1'),
 })
 
 
