@@ -51,7 +51,8 @@ class TrainConfig:
     # new whenever its classes differ)
     pretrained: bool = False
     pretrained_file: Optional[str] = None  # a local timm or SFSC checkpoint (file or folder); needs pretrained: true
-    last_stride: int = 2  # stride of the backbone's last stage, 1 or 2 (ResNet family; 1 doubles the final map)
+    # stride of the backbone's last stage, 1 or 2 (ResNet family; 1 doubles the final map's height and width)
+    last_stride: int = 2
     # the widths trained and switched between; must include 1.0 (the full width)
     widths: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     embed_dim: Optional[int] = 128  # D, shared by every width; null: the full backbone's pre-logits size

@@ -64,12 +64,13 @@ def create_model(cfg: TrainConfig, num_classes: int, label_names: Optional[List[
             kwargs.pop('widths')  # every member is built with the recipe's widths by ModelSet.create
             return ModelSet.create(cfg.model, cfg.widths, **kwargs)
         return timm.create_model(cfg.model, **kwargs)
-    except (CheckpointError, OSError, RuntimeError) as err:
-        if not pretrained:
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
+        if pretrained and isinstance(err, (CheckpointError, OSError, RuntimeError)):  # the weights, not the model
+            source = f'pretrained_file={cfg.pretrained_file!r}' if cfg.pretrained_file else f"{cfg.model}'s weights"
+            raise ConfigError(f'recipe key pretrained: true: cannot load {source}: {err}') from err
+        if isinstance(err, (OSError, RuntimeError)):
             raise
-        source = f'pretrained_file={cfg.pretrained_file!r}' if cfg.pretrained_file else f"{cfg.model}'s weights"
-        raise ConfigError(f'recipe key pretrained: true: cannot load {source}: {err}') from err
-    except (ValueError, TypeError) as err:  # a TypeError: an argument the model does not take (e.g. last_stride)
+        # a ValueError: sizes the model cannot take; a TypeError: an argument it does not take (e.g. last_stride)
         stride = f', last_stride={cfg.last_stride}' if cfg.last_stride != 2 else ''
         raise ConfigError(f'cannot build {cfg.model} with widths={cfg.widths}, embed_dim={cfg.embed_dim}, '
                           f'input_size={cfg.input_size}{stride}: {err}') from err
