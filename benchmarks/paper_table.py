@@ -48,6 +48,12 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     'sfsc_exp_no_proj': ('sfsc_no_proj', ['--evidence', 'exp', '--kl-coef', '0'], 'SFSC-exp w/o projection'),
     'sfsc_exp_uniform': ('sfsc_exp', ['--priority', 'uniform'], 'SFSC-exp with uniform priorities'),
     'sfsc_ipd': ('sfsc_ipd', [], 'SFSC-exp + in-place distillation'),
+    # the asymmetric baselines as embedding regression (no labels), what asymmetric / asymmetric_s were before they
+    # became Budnik & Avrithis's asymmetric metric learning. Runs exported before that change belong to these rows:
+    # move OUTPUT/runs/asymmetric to runs/asymmetric_reg and runs/asymmetric_s to runs/asymmetric_s_reg, or they are
+    # reused as the new rows' runs
+    'asymmetric_reg': ('asymmetric_reg', [], 'Asymmetric (embedding regression)'),
+    'asymmetric_s_reg': ('asymmetric_s_reg', [], 'Asymmetric-S (embedding regression)'),
 }
 METHODS = list(ROWS)[:8]  # the default: the seed's table
 _CPU_FASHION = ['--model', 'sfsc_resnet18', '--input-size', '3', '32', '32', '--embed-dim', '128',

@@ -1,17 +1,20 @@
-""" Losses for SFSC training: the uncertainty-based compatible loss, width priorities and batch-hard triplet. """
+""" Losses for SFSC training: the uncertainty-based compatible loss, width priorities, batch-hard triplet and the
+baselines' embedding regression and asymmetric contrastive loss. """
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from .dirichlet import (
     EVIDENCE_FUNCTIONS, dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform,
-    remove_target_evidence,
+    remove_target_evidence, smooth_target,
 )
 from .alignment import embedding_regression
+from .asymmetric import ASYMMETRIC_MARGIN, asymmetric_contrastive_loss
 from .triplet import BatchHardTripletLoss, pairwise_euclidean
 from .uncertainty import UncertaintyCompatibleLoss, UncertaintyLossOutput, width_priorities
 
 __all__ = [
     'EVIDENCE_FUNCTIONS', 'dirichlet_expected_ce', 'dirichlet_uncertainty', 'evidence_to_alpha',
-    'kl_dirichlet_to_uniform', 'remove_target_evidence', 'embedding_regression', 'UncertaintyCompatibleLoss',
+    'kl_dirichlet_to_uniform', 'remove_target_evidence', 'smooth_target', 'embedding_regression',
+    'ASYMMETRIC_MARGIN', 'asymmetric_contrastive_loss', 'UncertaintyCompatibleLoss',
     'UncertaintyLossOutput', 'width_priorities',
     'BatchHardTripletLoss', 'pairwise_euclidean', 'LabelSmoothingCrossEntropy', 'SoftTargetCrossEntropy',
 ]

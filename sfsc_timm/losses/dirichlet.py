@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 __all__ = [
     'EVIDENCE_FUNCTIONS', 'evidence_to_alpha', 'dirichlet_uncertainty', 'dirichlet_expected_ce',
-    'remove_target_evidence', 'kl_dirichlet_to_uniform',
+    'remove_target_evidence', 'kl_dirichlet_to_uniform', 'smooth_target',
 ]
 
 
@@ -22,6 +22,21 @@ def _target_probs(target: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     if target.dim() == alpha.dim():
         return target.to(alpha.dtype)
     return F.one_hot(target.long(), alpha.shape[-1]).to(alpha.dtype)
+
+
+def smooth_target(target: torch.Tensor, alpha: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Label-smoothed class probabilities `(1 - smoothing) * y + smoothing / C`, shaped and typed like `alpha`.
+
+    The target timm's `LabelSmoothingCrossEntropy` puts under the log-softmax; in `dirichlet_expected_ce` it gives
+    `sum_c y_c (digamma(S) - digamma(alpha_c))` with the smoothed `y`.
+
+    Args:
+        target: Class indices or class probabilities (as everywhere in this module).
+        alpha: Concentrations `(..., C)`: the number of classes, the shape and the dtype.
+        smoothing: Probability mass spread evenly over all `C` classes, in [0, 1].
+    """
+    y = _target_probs(target, alpha)
+    return y if smoothing == 0 else (1. - smoothing) * y + smoothing / alpha.shape[-1]
 
 
 EVIDENCE_FUNCTIONS = ('softplus', 'exp')

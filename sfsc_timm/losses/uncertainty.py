@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from .dirichlet import (
     EVIDENCE_FUNCTIONS, dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform,
-    remove_target_evidence,
+    remove_target_evidence, smooth_target,
 )
 
 __all__ = ['UncertaintyLossOutput', 'UncertaintyCompatibleLoss', 'width_priorities']
@@ -34,20 +34,30 @@ class UncertaintyCompatibleLoss(nn.Module):
     with `alpha~ = y + (1 - y) * alpha`. The annealing keeps the KL term from flattening every prediction before the
     network has learnt anything (the defaults follow Sensoy et al. 2018: coefficient 1 reached after 10 epochs).
 
+    With `label_smoothing = eps > 0` the expected cross-entropy takes the smoothed target `(1 - eps) * y + eps / C`
+    (`smooth_target`), the same target timm's label-smoothing cross-entropy uses, so a comparison between this loss
+    and cross-entropy smooths both alike. The KL term keeps the unsmoothed `y`: it decides which evidence is
+    misleading, and that is all evidence but the true class's.
+
     Args:
         kl_coef: Weight of the KL term once annealing is over.
         kl_anneal_epochs: Epochs over which the KL weight ramps linearly from 0; <= 0 disables the ramp.
         evidence: How logits become evidence: `'softplus'` (the seed's) or `'exp'` (see `evidence_to_alpha`).
+        label_smoothing: `eps` in [0, 1) of the expected cross-entropy's target; 0: the one-hot target.
     """
 
-    def __init__(self, kl_coef: float = 1.0, kl_anneal_epochs: float = 10.0, evidence: str = 'softplus'):
+    def __init__(self, kl_coef: float = 1.0, kl_anneal_epochs: float = 10.0, evidence: str = 'softplus',
+                 label_smoothing: float = 0.0):
         super().__init__()
         if evidence not in EVIDENCE_FUNCTIONS:
             raise ValueError(f'unknown evidence function {evidence!r}; expected one of '
                              f'{", ".join(EVIDENCE_FUNCTIONS)}.')
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing}.')
         self.kl_coef = kl_coef
         self.kl_anneal_epochs = kl_anneal_epochs
         self.evidence = evidence
+        self.label_smoothing = label_smoothing
 
     def kl_weight(self, epoch: float) -> float:
         """KL weight at (possibly fractional) `epoch`."""
@@ -65,7 +75,8 @@ class UncertaintyCompatibleLoss(nn.Module):
         """
         # digamma / lgamma lose too much precision in half precision, so compute in fp32 even under autocast
         alpha = evidence_to_alpha(logits.float(), self.evidence)
-        expected_ce = dirichlet_expected_ce(alpha, target).mean()
+        ce_target = smooth_target(target, alpha, self.label_smoothing) if self.label_smoothing > 0 else target
+        expected_ce = dirichlet_expected_ce(alpha, ce_target).mean()
         kl = kl_dirichlet_to_uniform(remove_target_evidence(alpha, target)).mean()
         return UncertaintyLossOutput(
             loss=expected_ce + self.kl_weight(epoch) * kl,
@@ -75,7 +86,8 @@ class UncertaintyCompatibleLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f'kl_coef={self.kl_coef}, kl_anneal_epochs={self.kl_anneal_epochs}, evidence={self.evidence!r}'
+        return (f'kl_coef={self.kl_coef}, kl_anneal_epochs={self.kl_anneal_epochs}, evidence={self.evidence!r}, '
+                f'label_smoothing={self.label_smoothing}')
 
 
 def width_priorities(

@@ -5,13 +5,17 @@ no shared parameters). ``bct`` and ``asymmetric`` have two stages of ``epochs`` 
 the narrower models against the frozen full one. Within a stage the models share no parameters and the teacher is
 frozen, so training them in one pass with summed losses is the same as training them one after another.
 ``asymmetric_s`` is the supernet counterpart of ``asymmetric``.
+
+``asymmetric`` and ``asymmetric_s`` are asymmetric metric learning as Budnik & Avrithis define it (labels, the
+student's anchors against the teacher's positives and negatives); ``asymmetric_reg`` and ``asymmetric_s_reg`` keep
+the plain embedding regression onto the teacher (no labels), which the same paper reports as a strong baseline.
 """
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ..losses import embedding_regression
+from ..losses import ASYMMETRIC_MARGIN, asymmetric_contrastive_loss, embedding_regression
 from .registry import register_method
 from .steps import SummedLossStep
 
@@ -22,7 +26,7 @@ class IndependentStep(SummedLossStep):
     network = 'model_set'
 
     def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
-        return [self.classification_loss(w, images, labels) for w in self.widths]
+        return [self.width_classification_loss(w, images, labels) for w in self.widths]
 
 
 class _StagedStep(SummedLossStep):
@@ -43,48 +47,82 @@ class _StagedStep(SummedLossStep):
 
     def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
         if self.stage(epoch) == 0:
-            return [self.classification_loss(w, images, labels) if w == 1.0 else None for w in self.widths]
+            return [self.width_classification_loss(w, images, labels) if w == 1.0 else None for w in self.widths]
         return [None if w == 1.0 else self.student_loss(w, images, labels) for w in self.widths]
 
 
 @register_method('bct')
 class BCTStep(_StagedStep):
     """BCT (Shen et al. 2020): each narrower model's own cross-entropy plus the influence loss, cross-entropy of its
-    embedding through the frozen full-width classifier."""
+    embedding through the frozen full-width classifier (both label-smoothed alike)."""
 
     def student_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embedding, logits = self.forward_width(width, images)
+        out = self.forward_width(width, images)
         old_head = self.net.member(1.0).head
-        influence = self.ce_loss(F.linear(embedding.float(), old_head.weight.detach(), old_head.bias.detach()), labels)
-        loss = self.ce_loss(logits.float(), labels) + influence
-        extra = self.metric_loss(embedding, labels)
-        return loss if extra is None else loss + extra
+        influence = self.ce_loss(F.linear(out.embedding.float(), old_head.weight.detach(), old_head.bias.detach()),
+                                 labels)
+        return self.classification_loss(out, labels) + influence
+
+
+def asymmetric_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Asymmetric metric learning (Budnik & Avrithis, CVPR 2021, arXiv 2006.16331), its contrastive loss: each
+    student embedding is an anchor, the teacher's embeddings of the batch are its positives (same label, its own
+    image included) and negatives (other labels), margin ``ASYMMETRIC_MARGIN`` on L2-normalised embeddings
+    (:func:`~sfsc_timm.losses.asymmetric_contrastive_loss`). The teacher's embeddings are detached here.
+    """
+    return asymmetric_contrastive_loss(student, teacher.detach(), labels, margin=ASYMMETRIC_MARGIN)
+
+
+def regression_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Embedding regression: mean ``1 - cos`` between the student's and the detached teacher's embedding of the same
+    image; the labels are not used."""
+    return embedding_regression(student, teacher.detach())
 
 
 @register_method('asymmetric')
 class AsymmetricStep(_StagedStep):
-    """Asymmetric metric learning (Budnik & Avrithis 2021): each narrower model regresses the frozen full model's
-    embedding of the same image, so its queries can search the full model's gallery."""
+    """Asymmetric metric learning (Budnik & Avrithis 2021): the full model is trained first and frozen (the gallery
+    side); then each narrower model (the query side) learns with :func:`asymmetric_loss` against the frozen full
+    model's embeddings of the batch, so its queries search the full model's gallery."""
+
+    transfer_loss = staticmethod(asymmetric_loss)
 
     def student_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embedding, _ = self.forward_width(width, images)
-        return embedding_regression(embedding, self.teacher_embedding(images))
+        out = self.forward_width(width, images)
+        return self.transfer_loss(out.embedding, self.teacher_embedding(images), labels)
+
+
+@register_method('asymmetric_reg')
+class AsymmetricRegressionStep(AsymmetricStep):
+    """``asymmetric`` with embedding regression instead (:func:`regression_loss`, no labels): each narrower model
+    regresses the frozen full model's embedding of the same image."""
+
+    transfer_loss = staticmethod(regression_loss)
 
 
 @register_method('asymmetric_s')
 class AsymmetricSharedStep(SummedLossStep):
-    """The supernet: the full width learns with cross-entropy through the shared classifier; every narrower width
-    regresses the full width's detached embedding of the same batch; the losses are summed."""
+    """The supernet: the full width learns with cross-entropy (+ triplet) through the shared classifier; every
+    narrower width learns with :func:`asymmetric_loss` against the full width's detached embeddings of the same
+    batch; the losses are summed."""
+
+    transfer_loss = staticmethod(asymmetric_loss)
 
     def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
-        full_embedding, full_logits = self.forward_width(1.0, images)
+        full = self.forward_width(1.0, images)
         losses = []
         for width in self.widths:
             if width == 1.0:
-                loss = self.ce_loss(full_logits.float(), labels)
-                extra = self.metric_loss(full_embedding, labels)
-                losses.append(loss if extra is None else loss + extra)
+                losses.append(self.classification_loss(full, labels))
             else:
-                embedding, _ = self.forward_width(width, images)
-                losses.append(embedding_regression(embedding, full_embedding.detach()))
+                student = self.forward_width(width, images)
+                losses.append(self.transfer_loss(student.embedding, full.embedding, labels))
         return losses
+
+
+@register_method('asymmetric_s_reg')
+class AsymmetricSharedRegressionStep(AsymmetricSharedStep):
+    """``asymmetric_s`` with embedding regression (:func:`regression_loss`): every narrower width regresses the full
+    width's detached embedding of the same image."""
+
+    transfer_loss = staticmethod(regression_loss)

@@ -7,7 +7,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import check_output_folder_writable, run_command
 from .checkpointing import load_training_state, resolve_checkpoint
-from .config import RUNTIME_KEYS, ConfigError, TrainConfig, config_differences, config_from_dict, parse_args
+from .config import (
+    RUNTIME_KEYS, ConfigError, TrainConfig, check_pretrained_file, config_differences, config_from_dict, parse_args,
+)
 from .run_lock import RunLock
 from .run_status import run_files, run_status
 
@@ -32,12 +34,14 @@ def resolve_run(argv: Optional[List[str]] = None) -> Tuple[TrainConfig, Optional
     A resume of a run whose training finished runs only its missing final evaluation and export.
 
     Raises:
-        ConfigError: unknown / invalid keys, a resume from a run with another recipe (naming the differing keys), or
-            of a run that is complete.
+        ConfigError: unknown / invalid keys, a missing ``pretrained_file`` (new runs), a resume from a run with another
+            recipe (naming the differing keys), or of a run that is complete.
     """
     given, extra = parse_args(argv)
     if extra.resume is None:
-        return config_from_dict(given, where=extra.config or 'command line'), None, None, extra.stop_after
+        cfg = config_from_dict(given, where=extra.config or 'command line')
+        check_pretrained_file(cfg)  # a resumed run reads its checkpoint instead
+        return cfg, None, None, extra.stop_after
     folder = resolve_checkpoint(extra.resume)
     state = load_training_state(folder)
     saved = state['config']

@@ -25,7 +25,7 @@ from .key_help import key_comments
 
 __all__ = [
     'TrainConfig', 'ConfigError', 'RUNTIME_KEYS', 'DEFAULT_EXPERIMENT', 'load_recipe', 'build_parser', 'parse_args',
-    'config_from_dict', 'config_differences', 'save_config',
+    'config_from_dict', 'config_differences', 'save_config', 'check_pretrained_file',
 ]
 
 DEFAULT_EXPERIMENT = 'sfsc_resnet18_fashion_mnist'
@@ -34,6 +34,8 @@ PRIORITIES = ('uncertainty', 'uniform')
 AMP_DTYPES = ('float16', 'bfloat16')
 # timm.scheduler.create_scheduler_v2's schedules that step on epochs / updates without a validation metric
 SCHEDULES = ('cosine', 'tanh', 'step', 'multistep', 'poly', 'constant')
+TRIPLET_FEATURES = ('embedding', 'pre_bn')
+LAST_STRIDES = (1, 2)
 
 
 class ConfigError(ValueError):
@@ -45,6 +47,12 @@ class TrainConfig:
     """Every recipe key, with the built-in default recipe's values (Fashion-MNIST, about 10 minutes on 2 CPU cores)."""
     # --- model ---
     model: str = 'sfsc_resnet18'  # any registered sfsc_* model
+    # start from pretrained weights: those of pretrained_file, else the model's registered ones (the classifier is
+    # new whenever its classes differ)
+    pretrained: bool = False
+    pretrained_file: Optional[str] = None  # a local timm or SFSC checkpoint (file or folder); needs pretrained: true
+    # stride of the backbone's last stage, 1 or 2 (ResNet family; 1 doubles the final map's height and width)
+    last_stride: int = 2
     # the widths trained and switched between; must include 1.0 (the full width)
     widths: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     embed_dim: Optional[int] = 128  # D, shared by every width; null: the full backbone's pre-logits size
@@ -62,9 +70,14 @@ class TrainConfig:
     evidence: Optional[str] = None  # how logits become Dirichlet evidence: softplus or exp
     # in-place distillation (sfsc_ipd): weight of each narrower width's regression onto the widest width's embedding
     lambda_align: Optional[float] = None
-    lambda_tri: float = 0.0  # weight of the batch-hard triplet loss on the embedding (re-ID recipes)
+    lambda_tri: float = 0.0  # weight of the batch-hard triplet loss (re-ID recipes)
     triplet_margin: float = 0.3  # margin of the batch-hard triplet loss
-    label_smoothing: float = 0.0  # cross-entropy methods only
+    # what the triplet loss compares: embedding (the neck's output, what retrieval ranks by) or pre_bn (the neck's
+    # Linear output before its BatchNorm, BNNeck's split: the classifier sees the normalised one)
+    triplet_feature: str = 'embedding'
+    # epsilon of every classification loss: cross-entropy's target and the uncertainty loss's expected cross-entropy
+    # target become (1 - epsilon) one-hot + epsilon / classes
+    label_smoothing: float = 0.0
     # --- data ---
     # fashion_mnist (closed-set), fashion_mnist_open, glyphs (open-set), reid (Market-1501 folder), imagefolder,
     # or a Hub dataset id
@@ -204,10 +217,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'lambda_align applies to the method(s) {", ".join(aligning)}, not to {cfg.method}; set '
                           f'lambda_align: 0 or null, or choose one of those methods.')
     choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS,
-                   evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES)
+                   evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES, triplet_feature=TRIPLET_FEATURES,
+                   last_stride=LAST_STRIDES)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
-            raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(allowed)}.')
+            raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(map(str, allowed))}.')
     _check_optimizer(cfg.opt)
     if len(cfg.input_size) != 3 or min(cfg.input_size) < 1:
         raise ConfigError(f'input_size must be [channels, height, width] of positive ints, got {cfg.input_size}.')
@@ -230,11 +244,40 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.sampler == 'pk' and cfg.batch_size != cfg.pk_p * cfg.pk_k:
         raise ConfigError(f'sampler pk draws pk_p * pk_k = {cfg.pk_p * cfg.pk_k} images per batch but batch_size is '
                           f'{cfg.batch_size}; set batch_size to {cfg.pk_p * cfg.pk_k}.')
+    if cfg.label_smoothing >= 1:
+        raise ConfigError(f'recipe key label_smoothing must be below 1 (1 leaves no mass on the label), got '
+                          f'{cfg.label_smoothing}.')
+    if cfg.pretrained_file is not None and not cfg.pretrained:
+        raise ConfigError(f'recipe key pretrained_file={cfg.pretrained_file!r} is read only with pretrained: true; set '
+                          'pretrained: true (--pretrained) or pretrained_file: null.')
     if cfg.lambda_tri > 0 and cfg.sampler != 'pk':
         raise ConfigError('lambda_tri > 0 (triplet loss) needs positives in every batch: set sampler: pk.')
     if cfg.batch_size < 2:
         raise ConfigError('batch_size must be >= 2: BatchNorm needs more than one sample per batch.')
     return cfg
+
+
+def check_pretrained_file(cfg: TrainConfig) -> None:
+    """The weights a new run starts from can be found: run before the data is read, which may take long.
+
+    Raises:
+        ConfigError: ``pretrained_file`` names nothing, or ``pretrained: true`` without a file on a model that has no
+            registered weights.
+    """
+    if not cfg.pretrained:
+        return
+    if cfg.pretrained_file is not None:
+        if not Path(cfg.pretrained_file).exists():
+            raise ConfigError(f'recipe key pretrained_file={cfg.pretrained_file!r}: no such file or folder; pass a '
+                              'timm or SFSC checkpoint (model.safetensors or its folder) or set pretrained_file: '
+                              'null.')
+        return
+    import timm  # late: keeps --help fast
+    pretrained_cfg = timm.models.get_pretrained_cfg(cfg.model) if timm.is_model(cfg.model) else None
+    if pretrained_cfg is not None and not (pretrained_cfg.hf_hub_id or pretrained_cfg.url or pretrained_cfg.file):
+        raise ConfigError(f'recipe key pretrained: true, but {cfg.model} has no registered weights; set '
+                          'pretrained_file to a checkpoint (e.g. a timm ImageNet model.safetensors) or pretrained: '
+                          'false.')
 
 
 def _check_optimizer(name: str) -> None:

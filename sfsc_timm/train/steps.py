@@ -6,7 +6,7 @@ bct, asymmetric, asymmetric_s) are new subclasses; the loop does not change.
 """
 import contextlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -15,13 +15,14 @@ from timm.optim import create_optimizer_v2
 from ..losses import (
     BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, embedding_regression, width_priorities,
 )
+from ..models import ModelKind, model_kind
 from ..optim import GradientProjection
 from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
 from .params import shared_params, width_gradient_supports
 from .registry import METHODS, register_method
 
-__all__ = ['StepResult', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep', 'SummedLossStep',
-           'BCTSharedStep', 'METHODS', 'register_method']
+__all__ = ['StepResult', 'WidthOutput', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep',
+           'SummedLossStep', 'BCTSharedStep', 'METHODS', 'register_method']
 
 
 @dataclass
@@ -42,6 +43,19 @@ class StepResult:
     num_conflicts: int = 0
     skipped: bool = False
     uncertainties: List[float] = field(default_factory=list)
+
+
+class WidthOutput(NamedTuple):
+    """One width's forward pass over a batch.
+
+    Attributes:
+        embedding: ``(B, D)`` the neck's output: what retrieval ranks by, and what the classifier reads.
+        logits: ``(B, C)`` the classifier's output.
+        pre_bn: ``(B, D)`` the neck's Linear output before its BatchNorm (BNNeck, Luo et al. 2019, Sec. 3.5).
+    """
+    embedding: torch.Tensor
+    logits: torch.Tensor
+    pre_bn: torch.Tensor
 
 
 class TrainStep:
@@ -69,6 +83,7 @@ class TrainStep:
         # widest first (docs/design.md, "The SFSC step")
         self.widths: Tuple[float, ...] = tuple(sorted(net.widths, reverse=True))
         self.triplet = BatchHardTripletLoss(margin=cfg.triplet_margin) if cfg.lambda_tri > 0 else None
+        self.ce_loss = _cross_entropy(cfg.label_smoothing)
         device_type = dist_info.device.type
         self.amp_dtype = getattr(torch, cfg.amp_dtype)
         self.amp = cfg.amp
@@ -87,18 +102,38 @@ class TrainStep:
             return contextlib.nullcontext()
         return torch.autocast(self.dist.device.type, dtype=self.amp_dtype)
 
-    def forward_width(self, width: float, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(embedding (B, D), logits (B, C)) of the supernet at `width`, through the shared classifier."""
-        with self.net.width(width), self.autocast():
-            embedding = self.net.forward_head(self.net.forward_features(images), pre_logits=True)
-            logits = self.net.head(embedding)
-        return embedding, logits
+    def forward_width(self, width: float, images: torch.Tensor) -> WidthOutput:
+        """Embedding, logits (through the classifier the network uses at `width`) and pre-BN feature at `width`."""
+        # the model's own forward_head computes the embedding; the neck's Linear output is read on its way, so the
+        # step computes exactly what inference does (docs/design.md, "Architecture": the neck is Linear, BatchNorm)
+        captured: List[torch.Tensor] = []
+        hook = self._neck_linear(width).register_forward_hook(lambda module, args, out: captured.append(out))
+        try:
+            with self.net.width(width), self.autocast():
+                embedding = self.net.forward_head(self.net.forward_features(images), pre_logits=True)
+                logits = self.net.head(embedding)
+        finally:
+            hook.remove()
+        return WidthOutput(embedding, logits, captured[-1])
 
-    def metric_loss(self, embedding: torch.Tensor, labels: torch.Tensor) -> Optional[torch.Tensor]:
-        """``lambda_tri * triplet`` on the embedding, or None when the recipe has no triplet term."""
+    def _neck_linear(self, width: float) -> nn.Module:
+        # a ModelSet's member of that width, or the supernet (whose switchable neck serves every width)
+        model = self.net.member(width) if model_kind(self.net) is ModelKind.MODEL_SET else self.net
+        return model.neck.fc
+
+    def metric_loss(self, out: WidthOutput, labels: torch.Tensor) -> Optional[torch.Tensor]:
+        """``lambda_tri * triplet`` on ``triplet_feature`` (the embedding or the pre-BN feature), or None without a
+        triplet term."""
         if self.triplet is None:
             return None
-        return self.cfg.lambda_tri * self.triplet(embedding, labels)
+        feature = out.pre_bn if self.cfg.triplet_feature == 'pre_bn' else out.embedding
+        return self.cfg.lambda_tri * self.triplet(feature, labels)
+
+    def classification_loss(self, out: WidthOutput, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (label-smoothed with ``label_smoothing``) of `out`'s logits, plus the triplet term."""
+        loss = self.ce_loss(out.logits.float(), labels)
+        extra = self.metric_loss(out, labels)
+        return loss if extra is None else loss + extra
 
     def _snapshot_norm_stats(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         # a non-finite forward would leave NaN in BatchNorm running statistics; a skipped step must change nothing
@@ -140,8 +175,8 @@ class SFSCStep(TrainStep):
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         super().__init__(net, cfg, dist_info)
-        self.uncertainty_loss = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs, evidence=cfg.evidence)
-        self.ce_loss = _cross_entropy(cfg.label_smoothing)
+        self.uncertainty_loss = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs, evidence=cfg.evidence,
+                                                          label_smoothing=cfg.label_smoothing)
         self.lambda_align = cfg.lambda_align
 
     def create_optimizer(self) -> torch.optim.Optimizer:
@@ -161,18 +196,17 @@ class SFSCStep(TrainStep):
         With ``lambda_align > 0`` a narrower width also regresses ``full_embedding`` (the widest width's embedding
         of the batch, detached): in-place distillation, which aligns the widths beyond the classifier's row space.
         """
-        embedding, logits = self.forward_width(width, images)
+        out = self.forward_width(width, images)
         if self.use_uncertainty:
-            out = self.uncertainty_loss(logits, labels, epoch)
-            loss, uncertainty = out.loss, out.uncertainty
+            evidential = self.uncertainty_loss(out.logits, labels, epoch)
+            loss, uncertainty = evidential.loss, evidential.uncertainty
+            extra = self.metric_loss(out, labels)
+            loss = loss if extra is None else loss + extra
         else:
-            loss, uncertainty = self.ce_loss(logits.float(), labels), None
-        extra = self.metric_loss(embedding, labels)
-        if extra is not None:
-            loss = loss + extra
+            loss, uncertainty = self.classification_loss(out, labels), None
         if self.lambda_align > 0 and full_embedding is not None:
-            loss = loss + self.lambda_align * embedding_regression(embedding, full_embedding.detach())
-        return loss, uncertainty, embedding
+            loss = loss + self.lambda_align * embedding_regression(out.embedding, full_embedding.detach())
+        return loss, uncertainty, out.embedding
 
     def priorities(self, uncertainties: List[Optional[torch.Tensor]]) -> torch.Tensor:
         """pi_w from the mean uncertainties, averaged over ranks first so every rank weights the widths alike."""
@@ -249,16 +283,9 @@ class SummedLossStep(TrainStep):
     Subclasses implement :meth:`batch_losses`; widths without a loss this step (a later stage) return None.
     """
 
-    def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
-        super().__init__(net, cfg, dist_info)
-        self.ce_loss = _cross_entropy(cfg.label_smoothing)
-
-    def classification_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def width_classification_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy through the classifier the network uses at `width` (+ triplet)."""
-        embedding, logits = self.forward_width(width, images)
-        loss = self.ce_loss(logits.float(), labels)
-        extra = self.metric_loss(embedding, labels)
-        return loss if extra is None else loss + extra
+        return self.classification_loss(self.forward_width(width, images), labels)
 
     def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
         raise NotImplementedError
@@ -297,7 +324,7 @@ class BCTSharedStep(SummedLossStep):
     one backward, the plain optimizer (no uncertainty, no projection)."""
 
     def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
-        return [self.classification_loss(w, images, labels) for w in self.widths]
+        return [self.width_classification_loss(w, images, labels) for w in self.widths]
 
 
 def _cross_entropy(label_smoothing: float) -> nn.Module:

@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 from ..atomic_io import staged_folder, write_json_atomically, write_text_atomically
 from ..data.image_check import check_images
 from ..eval import compatibility_matrix, format_compatibility_table, plot_compatibility_heatmap
-from ..models import ModelSet
+from ..models import CheckpointError, ModelSet
 from .checkpointing import load_weights, rng_state, save_checkpoint, save_network, set_rng_state
-from .config import ConfigError, TrainConfig, save_config
+from .config import ConfigError, TrainConfig, check_pretrained_file, save_config
 from .data import TrainData, build_train_data, load_dataset, split_training_data
 from .distributed import DistInfo, barrier, gather_objects, setup_distributed
 from .methods import METHODS, create_train_step
@@ -33,28 +33,47 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps had a non-finite loss; training stopped, the last good checkpoint is untouched."""
 
 
-def create_model(cfg: TrainConfig, num_classes: int, label_names: Optional[List[str]] = None) -> torch.nn.Module:
+def create_model(cfg: TrainConfig, num_classes: int, label_names: Optional[List[str]] = None,
+                 load_pretrained: bool = True) -> torch.nn.Module:
     """The recipe's supernet with a shared classifier of `num_classes` (named `label_names`, saved in config.json).
 
+    With ``pretrained: true`` (and `load_pretrained`) its weights come from ``pretrained_file`` or the model's
+    registered ones; a resumed run passes ``load_pretrained=False``, as its checkpoint replaces them anyway.
+
     Raises:
-        ConfigError: unknown model, or widths / sizes the model cannot be built with.
+        ConfigError: unknown model, widths / sizes the model cannot be built with, or weights that cannot be loaded.
     """
     if not timm.is_model(cfg.model) or not cfg.model.startswith('sfsc_'):
         raise ConfigError(f'unknown model {cfg.model!r}; available: {", ".join(timm.list_models("sfsc_*"))}.')
+    pretrained = cfg.pretrained and load_pretrained
+    if pretrained:
+        check_pretrained_file(cfg)
+    overlay: Dict[str, Any] = dict(input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct,
+                                   label_names=tuple(label_names) if label_names else None)
+    if pretrained and cfg.pretrained_file is not None:
+        overlay['file'] = cfg.pretrained_file
     kwargs: Dict[str, Any] = dict(
         num_classes=num_classes, widths=tuple(cfg.widths), embed_dim=cfg.embed_dim, in_chans=cfg.input_size[0],
-        pretrained_cfg_overlay=dict(input_size=tuple(cfg.input_size), crop_pct=cfg.crop_pct,
-                                    label_names=tuple(label_names) if label_names else None))
+        pretrained=pretrained, pretrained_cfg_overlay=overlay)
     if cfg.drop_path_rate:
         kwargs['drop_path_rate'] = cfg.drop_path_rate
+    if cfg.last_stride != 2:  # passed only when changed: 2 is every backbone's own, and not every model takes the key
+        kwargs['last_stride'] = cfg.last_stride
     try:
         if METHODS[cfg.method].network == 'model_set':
             kwargs.pop('widths')  # every member is built with the recipe's widths by ModelSet.create
             return ModelSet.create(cfg.model, cfg.widths, **kwargs)
         return timm.create_model(cfg.model, **kwargs)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
+        if pretrained and isinstance(err, (CheckpointError, OSError, RuntimeError)):  # the weights, not the model
+            source = f'pretrained_file={cfg.pretrained_file!r}' if cfg.pretrained_file else f"{cfg.model}'s weights"
+            raise ConfigError(f'recipe key pretrained: true: cannot load {source}: {err}') from err
+        if isinstance(err, (OSError, RuntimeError)):
+            raise
+        # a ValueError: sizes the model cannot take; a TypeError: an argument it does not take (e.g. last_stride)
+        stride = f', last_stride={cfg.last_stride}' if cfg.last_stride != 2 else ''
         raise ConfigError(f'cannot build {cfg.model} with widths={cfg.widths}, embed_dim={cfg.embed_dim}, '
-                          f'input_size={cfg.input_size}: {err}') from err
+                          f'input_size={cfg.input_size}{stride}: {err}') from err
 
 
 def _json_default(value: Any) -> Any:
@@ -91,7 +110,9 @@ class Trainer:
         split = split_training_data(cfg, data)
         random_seed(cfg.seed, 0)  # the same initial weights on every rank
         names = getattr(split.train.features.get('label'), 'names', None)  # a ClassLabel's, for config.json
-        self.net = create_model(cfg, split.num_classes, names).to(self.dist.device)
+        # a resumed run's checkpoint holds its weights: the pretrained ones are not read again
+        self.net = create_model(cfg, split.num_classes, names, load_pretrained=resume_state is None)
+        self.net = self.net.to(self.dist.device)
         self.data: TrainData = build_train_data(cfg, data, split, self.net, self.dist)
         self.step: TrainStep = create_train_step(cfg, self.net, self.dist)
         self.updates_per_epoch = len(self.data.loader)
