@@ -361,13 +361,16 @@ def test_a_missing_pretrained_file_is_one_line_naming_the_key(tmp_path, capsys):
     assert not (tmp_path / 'run').exists()  # refused before anything was read or written
 
 
-def test_pretrained_without_a_file_needs_registered_weights():
-    cfg = config_from_dict(dict(pretrained=True))
-    if timm.models.get_pretrained_cfg(cfg.model).has_weights:
-        pytest.skip(f'{cfg.model} has registered weights now')
-    from sfsc_timm.train.config import check_pretrained_file
-    with pytest.raises(ConfigError, match='has no registered weights; set pretrained_file'):
-        check_pretrained_file(cfg)
+def test_pretrained_offline_without_a_cache_names_the_hub_id_and_pretrained_file(tmp_path, monkeypatch, capsys):
+    # the registered weights live on the Hub; offline with an empty cache the run must say how to pass a local file
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf_home'))
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf_home' / 'hub'))
+    hub_id = timm.models.get_pretrained_cfg('sfsc_resnet18').hf_hub_id
+    code = main(['--pretrained', '--model', 'sfsc_resnet18', '--output', str(tmp_path / 'run'), '--no-progress'])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert hub_id and hub_id in err and 'pretrained_file' in err
 
 
 @pytest.mark.parametrize('method', ['sfsc', 'independent'])
