@@ -436,7 +436,7 @@ def test_last_stride_one_doubles_the_final_map(method):
 # --- the Market-1501 recipes ---
 
 def test_every_market_recipe_sets_the_strong_baseline():
-    assert len(MARKET_RECIPES) == 8
+    assert len(MARKET_RECIPES) == 9  # the seven baselines and ablations, sfsc (the seed) and sfsc_exp
     for path in MARKET_RECIPES:
         cfg = config_from_dict(yaml.safe_load(path.read_text()))
         assert (cfg.pretrained, cfg.last_stride, cfg.triplet_feature, cfg.label_smoothing) == (True, 1, 'pre_bn', 0.1)
