@@ -66,7 +66,9 @@ BENCHMARKS = {
     'fashion_mnist': dict(dataset='fashion_mnist', output='paper_table', cpu=_CPU_FASHION, gpu=_GPU),
     'fashion_mnist_open': dict(
         dataset='fashion_mnist_open', output='open_set_fashion', gpu=_GPU,
-        cpu=_CPU_FASHION),
+        cpu=['--model', 'sfsc_resnet10t', '--input-size', '3', '32', '32', '--embed-dim', '128', '--max-train', '3000',
+             '--epochs', '3', '--batch-size', '64', '--eval-every', '100', '--eval-max-query', '500',
+             '--eval-max-gallery', '4500']),
     'glyphs': dict(
         dataset='glyphs', output='open_set', gpu=_GPU,
         cpu=['--model', 'sfsc_resnet10t', '--input-size', '3', '32', '32', '--embed-dim', '128', '--max-train', '8000',
