@@ -230,7 +230,7 @@ def main() -> int:
         plot_compatibility_heatmap(row['mean_matrix'], row['widths'], output / f'{method}.png',
                                    title=f'{row["label"]}: mAP (%), mean of seeds {row["seeds"]}')
     cpu_seconds = [s for row in rows.values() for s in row['cpu_seconds'] if s is not None]
-    goals = {name: goal_checks(rows, name) for name in ('sfsc', 'sfsc_exp', 'sfsc_ipd') if name in rows}
+    goals = {name: goal_checks(rows, name) for name in ('sfsc', 'sfsc_exp', 'sfsc_ipd', 'sfsc_no_unc') if name in rows}
     payload = dict(benchmark=args.benchmark, dataset=benchmark['dataset'], setting=args.setting, setting_args=setting,
                    extra=extra, jobs=args.jobs, threads=threads, rows=rows, table_markdown=table, goal=goals,
                    total_cpu_seconds=sum(cpu_seconds), seconds_this_invocation=time.time() - start)
