@@ -5,7 +5,10 @@ on request), four widths, 751 classes. Two variants, timed interleaved (one step
 steps, CUDA-synchronised) so that clock changes hit both alike:
 
 * ``sfsc``: the trainer's SFSC step (4 forwards, priorities, 4 backwards handed to GradientProjection, the
-  combination, the optimizer step);
+  combination, the optimizer step), with GradientProjection's accelerator layout (``layout='auto'``: the task
+  gradients as rows of one buffer, a few multi-tensor kernels);
+* ``sfsc_blocks``: the same step with the CPU's layout (``layout='blocks'``: a dot product and an addition per
+  parameter block, thousands of kernel launches), to show what the layout is worth;
 * ``sum``: the same 4 forwards and losses, summed, one backward, the same inner optimizer step.
 
 JSON to ``benchmarks/results/gpu_train_step.json`` with the card's name, torch / CUDA versions and peak memory.
@@ -38,10 +41,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--amp-dtype', choices=('bfloat16', 'float16'), default='bfloat16')
     parser.add_argument('--warmup', type=int, default=5, help='untimed steps of each variant first')
     parser.add_argument('--repeats', type=int, default=20, help='timed steps of each variant')
+    parser.add_argument('--profile', action='store_true',
+                        help='also run each variant 3 times under torch.profiler: kernel launches per step and the '
+                             'operators taking the most host time (the step is bound by launching kernels)')
     parser.add_argument('--device', default='cuda', help='cuda; cpu only to check the script itself')
     parser.add_argument('--output', type=Path,
                         default=Path(__file__).resolve().parent / 'results' / 'gpu_train_step.json')
     return parser.parse_args()
+
+
+def profile_variants(variants: Dict[str, Callable[[], None]], synchronize: Callable[[], None],
+                     steps: int = 3) -> Dict[str, float]:
+    """Kernel launches per step of each variant, and a table of the operators with the most host time."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    launches = {}
+    for name, run in variants.items():
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                run()
+            synchronize()
+        averages = prof.key_averages()
+        launches[name] = sum(e.count for e in averages if 'LaunchKernel' in e.key) / steps
+        print(f'--- {name}: {launches[name]:.0f} kernel launches per step')
+        print(averages.table(sort_by='self_cpu_time_total', row_limit=12, max_name_column_width=50))
+    return launches
 
 
 def main() -> int:
@@ -69,6 +93,13 @@ def main() -> int:
     def sfsc() -> None:
         step(images, labels, 1.0)
 
+    def sfsc_blocks() -> None:
+        step.optimizer.layout = 'blocks'
+        try:
+            step(images, labels, 1.0)
+        finally:
+            step.optimizer.layout = 'auto'
+
     def summed() -> None:
         inner.zero_grad(set_to_none=True)
         total = torch.stack([step.width_loss(w, images, labels, 1.0)[0] for w in step.widths]).sum()
@@ -79,7 +110,7 @@ def main() -> int:
         else:
             inner.step()
 
-    variants: Dict[str, Callable[[], None]] = {'sfsc': sfsc, 'sum': summed}
+    variants: Dict[str, Callable[[], None]] = {'sfsc': sfsc, 'sfsc_blocks': sfsc_blocks, 'sum': summed}
     times: Dict[str, List[float]] = {name: [] for name in variants}
     for i in range(args.warmup + args.repeats):
         for name, run in variants.items():
@@ -92,15 +123,19 @@ def main() -> int:
     median = {name: statistics.median(t) for name, t in times.items()}
     images_per_s = {name: args.batch_size / s for name, s in median.items()}
     ratio = median['sfsc'] / median['sum']
+    ratio_blocks = median['sfsc_blocks'] / median['sum']
+    launches = profile_variants(variants, synchronize) if args.profile else None
     card = torch.cuda.get_device_name() if cuda else f'CPU ({platform.processor() or platform.machine()})'
     print(f'{card}: {args.model} {height}x{width}, batch {args.batch_size}, AMP {args.amp_dtype}, widths '
           f'{cfg.widths}: sfsc {median["sfsc"] * 1e3:.1f} ms ({images_per_s["sfsc"]:.0f} images/s), sum '
-          f'{median["sum"] * 1e3:.1f} ms ({images_per_s["sum"]:.0f} images/s), ratio {ratio:.3f}')
+          f'{median["sum"] * 1e3:.1f} ms ({images_per_s["sum"]:.0f} images/s), ratio {ratio:.3f}; with the block '
+          f'layout {median["sfsc_blocks"] * 1e3:.1f} ms, ratio {ratio_blocks:.3f}')
     write_json_atomically(args.output, dict(
         benchmark='gpu_train_step', device=card, model=args.model, input_size=[3, height, width],
         batch_size=args.batch_size, amp_dtype=args.amp_dtype, widths=cfg.widths, num_classes=args.num_classes,
         warmup=args.warmup, repeats=args.repeats, median_s=median, images_per_s=images_per_s, times_s=times,
-        ratio_sfsc_over_sum=ratio, peak_memory_gib=torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
+        ratio_sfsc_over_sum=ratio, ratio_sfsc_blocks_over_sum=ratio_blocks, kernel_launches_per_step=launches,
+        peak_memory_gib=torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
         torch=torch.__version__, cuda=torch.version.cuda, platform=platform.platform()))
     print(f'wrote {args.output}')
     return 0

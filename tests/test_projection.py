@@ -128,14 +128,16 @@ def _one_step(model, opt, scale=1., **step_kwargs):
     return opt.step(**step_kwargs)
 
 
-def test_step_matches_hand_computed_update():
+@pytest.mark.parametrize('layout', ['blocks', 'flat'])
+def test_step_matches_hand_computed_update(layout):
     # g1 = (-1, 0), g2 = (2, 2), g1.g2 = -2 < 0
     # g1' = g1 - (-2 / 8) g2 = (-1, 0) + (0.5, 0.5) = (-0.5, 0.5)
     # g2' = g2 - (-2 / 1) g1 = (2, 2) + 2 (-1, 0)  = (0, 2)
     # update = (-0.5, 2.5); SGD lr 0.1: w = (1, 1) - 0.1 (-0.5, 2.5) = (1.05, 0.75)
     # private q: grad 2 + 5 = 7 accumulated over both backward passes, q = 0 - 0.1 * 7 = -0.7
     model = TwoTaskModel()
-    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w, model.u], num_tasks=2)
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w, model.u], num_tasks=2,
+                             layout=layout)
     _one_step(model, opt)
     torch.testing.assert_close(model.w.detach(), torch.tensor([1.05, 0.75]))
     torch.testing.assert_close(model.w.grad, torch.tensor([-0.5, 2.5]))
@@ -164,13 +166,14 @@ def test_sum_mode_and_accumulation():
     torch.testing.assert_close(model.w.detach(), torch.tensor([0.9, 0.8]))
 
 
-def test_amp_grad_scaler_matches_fp32_and_skips_non_finite():
+@pytest.mark.parametrize('layout', ['blocks', 'flat'])
+def test_amp_grad_scaler_matches_fp32_and_skips_non_finite(layout):
     reference = TwoTaskModel()
     ref_opt = GradientProjection(torch.optim.SGD(reference.parameters(), lr=0.1), [reference.w], 2)
     _one_step(reference, ref_opt)
 
     model = TwoTaskModel()
-    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w], 2)
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.w], 2, layout=layout)
     scaler = torch.amp.GradScaler('cpu', init_scale=2.**10)
     opt.zero_grad()
     for i, loss in enumerate(model.losses()):
@@ -338,7 +341,7 @@ class NestedSlices(nn.Module):
         return out
 
 
-def _nested_run(supports: bool, steps: int = 4):
+def _nested_run(supports: bool, steps: int = 4, layout: str = 'auto'):
     torch.manual_seed(0)
     model = NestedSlices()
     gen = torch.Generator().manual_seed(1)
@@ -348,7 +351,7 @@ def _nested_run(supports: bool, steps: int = 4):
     given = {model.weight: [(slice(0, o), slice(0, c)) for o, c in model.blocks],
              model.bias: [(slice(0, o),) for o, _ in model.blocks]} if supports else None
     opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.05), model.parameters(), 3,
-                             generator=torch.Generator().manual_seed(2), supports=given)
+                             generator=torch.Generator().manual_seed(2), supports=given, layout=layout)
     grams = []
     for _ in range(steps):
         opt.zero_grad()
@@ -378,6 +381,18 @@ def test_supports_give_the_dense_update():
         opt.collect(i)
     flat = torch.stack(rows)
     torch.testing.assert_close(opt.gram_matrix(), flat @ flat.t())
+
+
+def test_flat_layout_gives_the_block_update():
+    # the accelerator's layout (one row per task, a few multi-tensor kernels) against the CPU's per-block reading
+    blocks, blocks_opt, _ = _nested_run(supports=True, steps=6, layout='blocks')
+    flat, flat_opt, _ = _nested_run(supports=True, steps=6, layout='flat')
+    assert flat_opt.num_conflicts_total == blocks_opt.num_conflicts_total > 0
+    for name in ('weight', 'bias'):
+        # the same arithmetic summed in another order: float64 rounding, carried over six steps
+        torch.testing.assert_close(getattr(flat, name), getattr(blocks, name), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="layout 'dense'"):
+        GradientProjection(torch.optim.SGD(flat.parameters(), lr=0.1), [flat.weight], 3, layout='dense')
 
 
 def test_supports_must_be_leading_slices():
