@@ -236,6 +236,7 @@ def test_no_cjk_font_is_a_clear_error(tmp_path):
     ('sfsc', {}, dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0)),
     ('sfsc_exp', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=0.0)),
     ('sfsc_ipd', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=1.0)),
+    ('sfsc_ce', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=0.0, lambda_kd=0.5)),
     ('sfsc_exp', dict(kl_coef=0.5, evidence='softplus'), dict(evidence='softplus', kl_coef=0.5)),  # a set key wins
 ])
 def test_null_loss_keys_take_the_methods_own_settings(method, overrides, expected):

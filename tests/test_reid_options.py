@@ -436,7 +436,7 @@ def test_last_stride_one_doubles_the_final_map(method):
 # --- the Market-1501 recipes ---
 
 def test_every_market_recipe_sets_the_strong_baseline():
-    assert len(MARKET_RECIPES) == 9  # the seven baselines and ablations, sfsc (the seed) and sfsc_exp
+    assert len(MARKET_RECIPES) == 9  # the seven baselines and ablations, sfsc (the seed) and sfsc_ce
     for path in MARKET_RECIPES:
         cfg = config_from_dict(yaml.safe_load(path.read_text()))
         assert (cfg.pretrained, cfg.last_stride, cfg.triplet_feature, cfg.label_smoothing) == (True, 1, 'pre_bn', 0.1)
@@ -463,3 +463,39 @@ def test_a_run_starts_from_the_pretrained_file_and_its_resume_does_not_read_it_a
     shutil.rmtree(tmp_path / 'start')  # the checkpoint holds the weights from here on
     assert main(['--resume', str(tmp_path / 'run')]) == 0
     assert (tmp_path / 'run' / 'export' / 'model.safetensors').is_file()
+
+
+@pytest.mark.parametrize('lambda_kd, lambda_align', [(0.0, 0.0), (1.0, 0.0), (0.5, 2.0)])
+def test_sfsc_ce_is_cross_entropy_prioritised_by_exp_evidence_and_distils_the_widest(lambda_kd, lambda_align):
+    # docs/open_set.md: each width's loss is cross-entropy (the prior-free Dirichlet's marginal likelihood), its
+    # priority comes from u = C / S of Dir(exp(z) + 1), and a narrower width adds lambda_kd * KL(p_widest || p_w)
+    # and lambda_align * (1 - cos) to the widest width's detached embedding
+    images, labels = tiny_batch()
+    net, step = _step(_config('sfsc_ce', lambda_kd=lambda_kd, lambda_align=lambda_align, label_smoothing=EPS))
+    widths = (1.0, 0.5, 0.25)
+    by_hand = {w: _by_hand(net, w, images) for w in widths}
+    result = step(images, labels, epoch=0.0)
+    _, teacher_embedding, teacher_logits = by_hand[1.0]
+    expected, uncertainties = [], []
+    for width in widths:
+        _, embedding, logits = by_hand[width]
+        loss = _smoothed_ce(logits, labels, EPS)
+        if width != 1.0:
+            kl = (F.softmax(teacher_logits.double(), 1) * (F.log_softmax(teacher_logits.double(), 1)
+                                                           - F.log_softmax(logits.double(), 1))).sum(1).mean()
+            loss = loss + lambda_kd * kl + lambda_align * (1 - F.cosine_similarity(embedding, teacher_embedding)).mean()
+        expected.append(float(loss))
+        uncertainties.append(float((logits.shape[1] / (logits.double().exp() + 1).sum(1)).mean()))
+    assert result.width_losses == pytest.approx(expected, abs=1e-5)
+    assert result.uncertainties == pytest.approx(uncertainties, abs=1e-6)
+    assert result.priorities == pytest.approx([3 * u / sum(uncertainties) for u in uncertainties], abs=1e-5)
+
+
+def test_posterior_distillation_is_zero_for_the_teachers_own_posterior_and_refused_without_a_teacher():
+    from sfsc_timm.losses import posterior_distillation
+    logits = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    assert float(posterior_distillation(logits, logits)) == pytest.approx(0.0, abs=1e-7)
+    assert float(posterior_distillation(logits, logits + 3.0)) == pytest.approx(0.0, abs=1e-6)  # softmax ignores shifts
+    assert float(posterior_distillation(logits, 2 * logits)) > 1e-3
+    with pytest.raises(ConfigError, match='lambda_kd applies to the method.* sfsc_ce'):
+        config_from_dict(dict(method='bct_s', lambda_kd=1.0))

@@ -6,7 +6,7 @@ from .dirichlet import (
     EVIDENCE_FUNCTIONS, dirichlet_expected_ce, dirichlet_uncertainty, evidence_to_alpha, kl_dirichlet_to_uniform,
     remove_target_evidence, smooth_target,
 )
-from .alignment import embedding_regression
+from .alignment import embedding_regression, posterior_distillation
 from .asymmetric import ASYMMETRIC_MARGIN, asymmetric_contrastive_loss
 from .triplet import BatchHardTripletLoss, pairwise_euclidean
 from .uncertainty import UncertaintyCompatibleLoss, UncertaintyLossOutput, width_priorities
@@ -14,6 +14,7 @@ from .uncertainty import UncertaintyCompatibleLoss, UncertaintyLossOutput, width
 __all__ = [
     'EVIDENCE_FUNCTIONS', 'dirichlet_expected_ce', 'dirichlet_uncertainty', 'evidence_to_alpha',
     'kl_dirichlet_to_uniform', 'remove_target_evidence', 'smooth_target', 'embedding_regression',
+    'posterior_distillation',
     'ASYMMETRIC_MARGIN', 'asymmetric_contrastive_loss', 'UncertaintyCompatibleLoss',
     'UncertaintyLossOutput', 'width_priorities',
     'BatchHardTripletLoss', 'pairwise_euclidean', 'LabelSmoothingCrossEntropy', 'SoftTargetCrossEntropy',

@@ -59,17 +59,20 @@ class TrainConfig:
     input_size: List[int] = field(default_factory=lambda: [3, 32, 32])  # C, H, W
     crop_pct: float = 1.0  # eval transform: resize to size / crop_pct, then centre crop
     drop_path_rate: float = 0.0  # stochastic depth rate of the backbone
-    # --- method (docs/open_set.md for sfsc_exp and sfsc_ipd) ---
-    # sfsc, sfsc_exp, sfsc_ipd, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct, asymmetric
+    # --- method (docs/open_set.md for sfsc_ce, sfsc_exp and sfsc_ipd) ---
+    # sfsc, sfsc_ce, sfsc_exp, sfsc_ipd, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct, asymmetric
     method: str = 'sfsc'
     priority: str = 'uncertainty'  # uncertainty or uniform width priorities (the sfsc methods)
     # the uncertainty loss's settings: null takes the method's own (sfsc: the seed's softplus evidence and KL weight 1
-    # reached after 10 epochs; sfsc_exp: exp evidence, no KL term; sfsc_ipd: as sfsc_exp plus in-place distillation)
+    # reached after 10 epochs; sfsc_exp: exp evidence, no KL term; sfsc_ipd: as sfsc_exp plus in-place distillation;
+    # sfsc_ce: cross-entropy, exp evidence for the priorities' uncertainty, lambda_kd 0.5)
     kl_coef: Optional[float] = None  # weight of the Dirichlet KL term of the uncertainty loss
     kl_anneal_epochs: Optional[float] = None  # the KL weight rises linearly to kl_coef over this many epochs
     evidence: Optional[str] = None  # how logits become Dirichlet evidence: softplus or exp
     # in-place distillation (sfsc_ipd): weight of each narrower width's regression onto the widest width's embedding
     lambda_align: Optional[float] = None
+    # in-place distillation: weight of KL(widest width's class posterior || each narrower width's)
+    lambda_kd: Optional[float] = None
     lambda_tri: float = 0.0  # weight of the batch-hard triplet loss (re-ID recipes)
     triplet_margin: float = 0.3  # margin of the batch-hard triplet loss
     # what the triplet loss compares: embedding (the neck's output, what retrieval ranks by) or pre_bn (the neck's
@@ -212,10 +215,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name, value in method.defaults.items():  # null: the method's own setting
         if getattr(cfg, name) is None:
             setattr(cfg, name, value)
-    if cfg.lambda_align > 0 and not method.aligns_widths:
-        aligning = sorted(name for name, m in METHODS.items() if m.aligns_widths)
-        raise ConfigError(f'lambda_align applies to the method(s) {", ".join(aligning)}, not to {cfg.method}; set '
-                          f'lambda_align: 0 or null, or choose one of those methods.')
+    for key in ('lambda_align', 'lambda_kd'):
+        if getattr(cfg, key) > 0 and not method.aligns_widths:
+            aligning = sorted(name for name, m in METHODS.items() if m.aligns_widths)
+            raise ConfigError(f'{key} applies to the method(s) {", ".join(aligning)}, not to {cfg.method}; set '
+                              f'{key}: 0 or null, or choose one of those methods.')
     choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS,
                    evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES, triplet_feature=TRIPLET_FEATURES,
                    last_stride=LAST_STRIDES)
@@ -234,8 +238,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ('max_train', 'val_max_query', 'val_max_gallery', 'eval_max_query', 'eval_max_gallery', 'embed_dim'):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f'recipe key {name} must be >= 1 or null (all), got {getattr(cfg, name)}.')
-    for name in ('lr', 'kl_coef', 'lambda_tri', 'lambda_align', 'weight_decay', 'warmup_lr', 'min_lr', 'momentum',
-                 'hflip', 're_prob', 'label_smoothing', 'drop_path_rate', 'crop_pct', 'workers', 'warmup_epochs'):
+    for name in ('lr', 'kl_coef', 'lambda_tri', 'lambda_align', 'lambda_kd', 'weight_decay', 'warmup_lr', 'min_lr',
+                 'momentum', 'hflip', 're_prob', 'label_smoothing', 'drop_path_rate', 'crop_pct', 'workers',
+                 'warmup_epochs'):
         value = getattr(cfg, name)
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f'recipe key {name} must be a finite number >= 0, got {value}.')

@@ -13,7 +13,8 @@ from torch import nn
 from timm.optim import create_optimizer_v2
 
 from ..losses import (
-    BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, embedding_regression, width_priorities,
+    BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, dirichlet_uncertainty,
+    embedding_regression, evidence_to_alpha, posterior_distillation, width_priorities,
 )
 from ..models import ModelKind, model_kind
 from ..optim import GradientProjection
@@ -71,8 +72,9 @@ class TrainStep:
     num_stages = 1  # methods that train the full model first, then the others, have 2 (epochs are per stage)
     # recipe keys left null take these: the uncertainty loss as the seed states it (docs/design.md, "The SFSC step":
     # softplus evidence, KL weight 1 reached after 10 epochs), no in-place distillation
-    defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0)
-    aligns_widths = False  # whether lambda_align (in-place distillation) means anything to this method
+    defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0,
+                                       lambda_kd=0.0)
+    aligns_widths = False  # whether lambda_align / lambda_kd (in-place distillation) mean anything to this method
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         if not getattr(net, 'num_classes', 0):
@@ -135,16 +137,24 @@ class TrainStep:
         extra = self.metric_loss(out, labels)
         return loss if extra is None else loss + extra
 
-    def _snapshot_norm_stats(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        # a non-finite forward would leave NaN in BatchNorm running statistics; a skipped step must change nothing
-        return [(b, b.detach().clone()) for name, b in self.net.named_buffers()
-                if name.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]
+    @torch.no_grad()
+    def _snapshot_norm_stats(self) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        # a non-finite forward would leave NaN in BatchNorm running statistics; a skipped step must change nothing.
+        # One multi-tensor copy: a supernet has a BatchNorm per width, hundreds of buffers, and a kernel launch each
+        # would cost milliseconds per step on a GPU
+        buffers = [b for name, b in self.net.named_buffers()
+                   if name.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]
+        # grouped by dtype and device: a multi-tensor kernel takes one of each (the counters are int64)
+        buffers.sort(key=lambda b: (str(b.device), str(b.dtype)))
+        saved = [torch.empty_like(b) for b in buffers]
+        _copy_grouped(saved, buffers)
+        return buffers, saved
 
     @staticmethod
-    def _restore(snapshot: List[Tuple[torch.Tensor, torch.Tensor]]) -> None:
-        with torch.no_grad():
-            for buffer, saved in snapshot:
-                buffer.copy_(saved)
+    @torch.no_grad()
+    def _restore(snapshot: Tuple[List[torch.Tensor], List[torch.Tensor]]) -> None:
+        buffers, saved = snapshot
+        _copy_grouped(buffers, saved)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> StepResult:
         """One update on the batch; `epoch` may be fractional (KL annealing)."""
@@ -178,6 +188,7 @@ class SFSCStep(TrainStep):
         self.uncertainty_loss = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs, evidence=cfg.evidence,
                                                           label_smoothing=cfg.label_smoothing)
         self.lambda_align = cfg.lambda_align
+        self.lambda_kd = cfg.lambda_kd
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         inner = super().create_optimizer()
@@ -189,24 +200,38 @@ class SFSCStep(TrainStep):
                                   supports=width_gradient_supports(self.net, self.widths))
 
     def width_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor, epoch: float,
-                   full_embedding: Optional[torch.Tensor] = None
-                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-        """(loss of one width, its detached mean uncertainty or None, its embedding).
+                   teacher: Optional[WidthOutput] = None
+                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor], WidthOutput]:
+        """(loss of one width, its detached mean uncertainty or None, its forward pass).
 
-        With ``lambda_align > 0`` a narrower width also regresses ``full_embedding`` (the widest width's embedding
-        of the batch, detached): in-place distillation, which aligns the widths beyond the classifier's row space.
+        `teacher` is the widest width's forward pass of the batch (None for the widest itself); with
+        ``lambda_align`` / ``lambda_kd`` > 0 the narrower widths also distil it in place (:meth:`distillation_loss`).
         """
         out = self.forward_width(width, images)
-        if self.use_uncertainty:
-            evidential = self.uncertainty_loss(out.logits, labels, epoch)
-            loss, uncertainty = evidential.loss, evidential.uncertainty
-            extra = self.metric_loss(out, labels)
-            loss = loss if extra is None else loss + extra
-        else:
-            loss, uncertainty = self.classification_loss(out, labels), None
-        if self.lambda_align > 0 and full_embedding is not None:
-            loss = loss + self.lambda_align * embedding_regression(out.embedding, full_embedding.detach())
-        return loss, uncertainty, out.embedding
+        loss, uncertainty = self.own_loss(out, labels, epoch)
+        if teacher is not None and (self.lambda_align > 0 or self.lambda_kd > 0):
+            loss = loss + self.distillation_loss(out, teacher)
+        return loss, uncertainty, out
+
+    def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float
+                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(the width's loss on the labels, its detached mean uncertainty or None): the uncertainty loss (+ triplet),
+        or cross-entropy (+ triplet) for the ablation without it."""
+        if not self.use_uncertainty:
+            return self.classification_loss(out, labels), None
+        evidential = self.uncertainty_loss(out.logits, labels, epoch)
+        extra = self.metric_loss(out, labels)
+        return (evidential.loss if extra is None else evidential.loss + extra), evidential.uncertainty
+
+    def distillation_loss(self, out: WidthOutput, teacher: WidthOutput) -> torch.Tensor:
+        """In-place distillation of the widest width (detached) into a narrower one (Yu & Huang 2019):
+        ``lambda_align`` x cosine regression of the embedding, ``lambda_kd`` x KL of the class posterior."""
+        loss = out.logits.new_zeros((), dtype=torch.float32)
+        if self.lambda_align > 0:
+            loss = loss + self.lambda_align * embedding_regression(out.embedding, teacher.embedding.detach())
+        if self.lambda_kd > 0:
+            loss = loss + self.lambda_kd * posterior_distillation(out.logits, teacher.logits.detach())
+        return loss
 
     def priorities(self, uncertainties: List[Optional[torch.Tensor]]) -> torch.Tensor:
         """pi_w from the mean uncertainties, averaged over ranks first so every rank weights the widths alike."""
@@ -220,12 +245,12 @@ class SFSCStep(TrainStep):
         opt.zero_grad()
         snapshot = self._snapshot_norm_stats()
         # every width's forward comes first: the priorities need all uncertainties before any backward
-        losses, uncertainties, full_embedding = [], [], None
-        for width in self.widths:  # widest first, so the narrower widths can align to its embedding
-            loss, uncertainty, embedding = self.width_loss(width, images, labels, epoch, full_embedding)
+        losses, uncertainties, teacher = [], [], None
+        for width in self.widths:  # widest first, so the narrower widths can distil its forward pass
+            loss, uncertainty, out = self.width_loss(width, images, labels, epoch, teacher)
             losses.append(loss)
             uncertainties.append(uncertainty)
-            full_embedding = embedding if full_embedding is None else full_embedding
+            teacher = out if teacher is None else teacher
         values = torch.stack([loss.detach().float() for loss in losses])
         if any_rank(not bool(torch.isfinite(values).all()), self.dist.device):
             self._restore(snapshot)
@@ -263,6 +288,32 @@ class SFSCInPlaceDistillationStep(SFSCStep):
     """
     defaults = dict(SFSCExpEvidenceStep.defaults, lambda_align=1.0)
     aligns_widths = True
+
+
+@register_method('sfsc_ce')
+class SFSCCrossEntropyStep(SFSCStep):
+    """SFSC for identities never seen in training (docs/open_set.md): the seed's uncertainty priorities and gradient
+    projection, each width's loss the prior-free Dirichlet's log marginal likelihood, and in-place distillation of
+    the widest width's class posterior into the narrower ones.
+
+    * With evidence ``exp(z)`` and no ``+ 1``, ``Dir(alpha = exp(z))`` gives the label the marginal likelihood
+      ``alpha_y / S``; its negative log (Sensoy et al. 2018's Type-II maximum likelihood) is softmax cross-entropy.
+      The ``+ 1`` prior is what costs the evidential forms on unseen identities: the target's pull vanishes as its
+      logit falls (0.03 at ``z_y = -4`` against 1.0 for cross-entropy, ``benchmarks/target_pull.py``), so hard
+      examples stop being learnt.
+    * The uncertainty stays where the seed uses it, in the priorities: ``u = C / S`` of ``Dir(exp(z) + 1)``, the
+      same logits' evidence with the flat prior (as in ``sfsc_exp``).
+    * ``lambda_kd: 0.5``: each narrower width also matches the widest width's detached class posterior (KL at
+      temperature 1, Yu & Huang 2019), which lifts the narrowest width and closes the cross-width gap.
+    """
+    defaults = dict(SFSCStep.defaults, evidence='exp', kl_coef=0.0, lambda_kd=0.5)
+    aligns_widths = True
+
+    def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float
+                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        alpha = evidence_to_alpha(out.logits.detach().float(), self.cfg.evidence)
+        # label smoothing and the triplet term as in every method
+        return self.classification_loss(out, labels), dirichlet_uncertainty(alpha).mean()
 
 
 @register_method('sfsc_no_proj')
@@ -325,6 +376,16 @@ class BCTSharedStep(SummedLossStep):
 
     def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
         return [self.width_classification_loss(w, images, labels) for w in self.widths]
+
+
+def _copy_grouped(destinations: List[torch.Tensor], sources: List[torch.Tensor]) -> None:
+    """``d.copy_(s)`` for each pair, one multi-tensor copy per run of equal (device, dtype)."""
+    start = 0
+    for end in range(1, len(sources) + 1):
+        if end == len(sources) or (sources[end].device, sources[end].dtype) != (sources[start].device,
+                                                                                 sources[start].dtype):
+            torch._foreach_copy_(destinations[start:end], sources[start:end])
+            start = end
 
 
 def _cross_entropy(label_smoothing: float) -> nn.Module:
