@@ -18,6 +18,7 @@ from timm.utils.clip_grad import dispatch_clip_grad
 from torch.optim import Optimizer
 
 from .combination import GradientCombination, PCGrad, Sum
+from .projection import gram_matrix
 
 __all__ = ['GradientProjection', 'Extent']
 
@@ -340,10 +341,9 @@ class GradientProjection:
         return self._shared[0].device.type != 'cpu' and len({p.dtype for p in self._shared}) == 1
 
     @torch.no_grad()
-    def _flat_task_grads(self) -> torch.Tensor:
+    def _flat_task_grads(self, numels: List[int]) -> torch.Tensor:
         """``(m, N)``: row i holds task i's gradients of every shared parameter, flattened, zeros where it has none."""
         first = self._shared[0]
-        numels = [p.numel() for p in self._shared]
         flat = torch.zeros(self.num_tasks, sum(numels), dtype=first.dtype, device=first.device)
         for i, row in enumerate(self._grads):
             pairs = [(view.view_as(g), g) for view, g in zip(flat[i].split(numels), row) if g is not None]
@@ -356,22 +356,18 @@ class GradientProjection:
         """The combination in the flat layout: the Gram matrix from whole rows, the weighted sum of the rows, and each
         shared parameter's `.grad` a view of that sum (None where no task reached it, as in the block layout)."""
         reached = [any(row[k] is not None for row in self._grads) for k in range(len(self._shared))]
-        flat = self._flat_task_grads()
+        numels = [p.numel() for p in self._shared]
+        flat = self._flat_task_grads(numels)
         self._grads = self._empty()  # the rows hold the gradients now; free the originals before the sum is formed
         m = self.num_tasks
-        gram = None
-        if self.combination.needs_gram:
-            # plain dot products, not a matrix product, which TF32 settings would round
-            terms = [torch.dot(flat[i], flat[j]) for i in range(m) for j in range(i, m)]
-            upper = torch.zeros(m, m, dtype=torch.float64)
-            upper[torch.triu_indices(m, m).unbind()] = torch.stack(terms).double().cpu()
-            gram = upper + torch.triu(upper, 1).t()
+        # plain dot products, not a matrix product, which TF32 settings would round
+        gram = gram_matrix(flat, pairwise=True).double().cpu() if self.combination.needs_gram else None
         weights = self._weights(gram)
         combined = flat[0].mul_(weights[0])
         for i in range(1, m):
             if weights[i] != 0.0:
                 combined.add_(flat[i], alpha=weights[i])
-        for k, (p, view) in enumerate(zip(self._shared, combined.split([p.numel() for p in self._shared]))):
+        for k, (p, view) in enumerate(zip(self._shared, combined.split(numels))):
             p.grad = view.view_as(p) if reached[k] else None
 
     def _combine(self, k: int, weights: List[float]) -> Optional[torch.Tensor]:
