@@ -59,6 +59,11 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     'sfsc_ce_ipd': ('sfsc_ce', ['--lambda-kd', '0', '--lambda-align', '1'],
                     'SFSC-CE, embedding regression instead of distillation'),
     'sfsc_ce_uniform': ('sfsc_ce', ['--priority', 'uniform'], 'SFSC-CE with uniform priorities'),
+    'sfsc_ce_relative': ('sfsc_ce', ['--priority', 'relative'], 'SFSC-CE, priorities relative to the widest width'),
+    # sfsc_ce_ens: the ensemble of all widths as the distillation teacher, priorities relative to the widest width
+    'sfsc_ce_ens': ('sfsc_ce_ens', [], 'SFSC-CE-ens (ensemble distillation, priorities relative to the widest)'),
+    'sfsc_ce_ens_seed_priorities': ('sfsc_ce_ens', ['--priority', 'uncertainty'],
+                                    "SFSC-CE-ens with the seed's priorities"),
     # the asymmetric baselines as embedding regression (no labels), what asymmetric / asymmetric_s were before they
     # became Budnik & Avrithis's asymmetric metric learning. Runs exported before that change belong to these rows:
     # move OUTPUT/runs/asymmetric to runs/asymmetric_reg and runs/asymmetric_s to runs/asymmetric_s_reg, or they are
@@ -242,7 +247,8 @@ def main() -> int:
                                    title=f'{row["label"]}: mAP (%), mean of seeds {row["seeds"]}')
     cpu_seconds = [s for row in rows.values() for s in row['cpu_seconds'] if s is not None]
     goals = {name: goal_checks(rows, name) for name in ('sfsc', 'sfsc_exp', 'sfsc_ipd', 'sfsc_no_unc', 'sfsc_ce',
-                                                        'sfsc_ce_no_kd', 'sfsc_ce_uniform') if name in rows}
+                                                        'sfsc_ce_no_kd', 'sfsc_ce_uniform', 'sfsc_ce_relative',
+                                                        'sfsc_ce_ens', 'sfsc_ce_ens_seed_priorities') if name in rows}
     payload = dict(benchmark=args.benchmark, dataset=benchmark['dataset'], setting=args.setting, setting_args=setting,
                    extra=extra, jobs=args.jobs, threads=threads, rows=rows, table_markdown=table, goal=goals,
                    total_cpu_seconds=sum(cpu_seconds), seconds_this_invocation=time.time() - start)

@@ -236,7 +236,9 @@ def test_no_cjk_font_is_a_clear_error(tmp_path):
     ('sfsc', {}, dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0)),
     ('sfsc_exp', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=0.0)),
     ('sfsc_ipd', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=1.0)),
-    ('sfsc_ce', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=0.0, lambda_kd=0.5)),
+    ('sfsc_ce', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=0.0, lambda_kd=0.5, priority='uncertainty')),
+    ('sfsc_ce_ens', {}, dict(evidence='exp', kl_coef=0.0, lambda_kd=0.5, priority='relative')),
+    ('sfsc_ce_ens', dict(priority='uncertainty'), dict(priority='uncertainty')),
     ('sfsc_exp', dict(kl_coef=0.5, evidence='softplus'), dict(evidence='softplus', kl_coef=0.5)),  # a set key wins
 ])
 def test_null_loss_keys_take_the_methods_own_settings(method, overrides, expected):
@@ -251,10 +253,11 @@ def test_in_place_distillation_is_refused_for_a_method_without_it():
         config_from_dict(dict(method='sfsc_exp', lambda_align=1.0))
 
 
-def test_sfsc_exp_trains_on_an_open_split_and_logs_each_width(tmp_path, disjoint_folder):
+@pytest.mark.parametrize('method', ['sfsc_exp', 'sfsc_ce_ens'])
+def test_open_set_methods_train_on_an_open_split_and_log_each_width(tmp_path, disjoint_folder, method):
     run = tmp_path / 'run'
     args = ['-c', str(DEFAULT_RECIPE), '--dataset', 'imagefolder', '--data-dir', str(disjoint_folder),
-            '--method', 'sfsc_exp', '--val-split', 'identities', '--val-fraction', '0.25', '--widths', '0.5', '1.0',
+            '--method', method, '--val-split', 'identities', '--val-fraction', '0.25', '--widths', '0.5', '1.0',
             '--embed-dim', '16', '--input-size', '3', '16', '16',
             '--max-train', 'none', '--batch-size', '8', '--epochs', '1', '--warmup-epochs', '0', '--no-progress',
             '--output', str(run)]
@@ -264,4 +267,7 @@ def test_sfsc_exp_trains_on_an_open_split_and_logs_each_width(tmp_path, disjoint
     assert all(0.0 < u <= 1.0 for u in epoch['uncertainties'])
     metrics = json.loads((run / 'export' / 'metrics.json').read_text())
     assert metrics['recipe']['evidence'] == 'exp' and metrics['recipe']['kl_coef'] == 0.0
+    assert metrics['recipe']['priority'] == ('relative' if method == 'sfsc_ce_ens' else 'uncertainty')
+    if method == 'sfsc_ce_ens':  # the widest width's weight is held at 1
+        assert epoch['priorities'][0] == pytest.approx(1.0)
     assert len(metrics['matrix']) == 2

@@ -436,7 +436,7 @@ def test_last_stride_one_doubles_the_final_map(method):
 # --- the Market-1501 recipes ---
 
 def test_every_market_recipe_sets_the_strong_baseline():
-    assert len(MARKET_RECIPES) == 9  # the seven baselines and ablations, sfsc (the seed) and sfsc_ce
+    assert len(MARKET_RECIPES) == 9  # the seven baselines and ablations, sfsc (the seed) and sfsc_ce_ens
     for path in MARKET_RECIPES:
         cfg = config_from_dict(yaml.safe_load(path.read_text()))
         assert (cfg.pretrained, cfg.last_stride, cfg.triplet_feature, cfg.label_smoothing) == (True, 1, 'pre_bn', 0.1)
@@ -489,6 +489,32 @@ def test_sfsc_ce_is_cross_entropy_prioritised_by_exp_evidence_and_distils_the_wi
     assert result.width_losses == pytest.approx(expected, abs=1e-5)
     assert result.uncertainties == pytest.approx(uncertainties, abs=1e-6)
     assert result.priorities == pytest.approx([3 * u / sum(uncertainties) for u in uncertainties], abs=1e-5)
+
+
+@pytest.mark.parametrize('priority, lambda_align', [(None, 0.0), ('uncertainty', 0.5)])
+def test_sfsc_ce_ens_distils_the_ensemble_into_every_width_with_priorities_relative_to_the_widest(priority,
+                                                                                                 lambda_align):
+    # docs/open_set.md: every width, the widest included, adds lambda_kd * KL(mean_w p_w || p_w) (the ensemble's
+    # posterior, detached); the narrower ones also regress the widest width's embedding with lambda_align; the
+    # priorities are u_w / u_widest unless the recipe sets the seed's
+    images, labels = tiny_batch()
+    net, step = _step(_config('sfsc_ce_ens', lambda_kd=1.0, lambda_align=lambda_align, priority=priority))
+    widths = (1.0, 0.5, 0.25)
+    by_hand = {w: _by_hand(net, w, images) for w in widths}
+    result = step(images, labels, epoch=0.0)
+    ensemble = torch.stack([F.softmax(by_hand[w][2].double(), 1) for w in widths]).mean(0)
+    expected, uncertainties = [], []
+    for width in widths:
+        _, embedding, logits = by_hand[width]
+        kl = (ensemble * (ensemble.log() - F.log_softmax(logits.double(), 1))).sum(1).mean()
+        align = (1 - F.cosine_similarity(embedding, by_hand[1.0][1])).mean() if width != 1.0 else 0.0
+        expected.append(float(F.cross_entropy(logits.double(), labels) + kl + lambda_align * align))
+        uncertainties.append(float((logits.shape[1] / (logits.double().exp() + 1).sum(1)).mean()))
+    assert result.width_losses == pytest.approx(expected, abs=1e-5)
+    if priority is None:
+        assert result.priorities == pytest.approx([u / uncertainties[0] for u in uncertainties], abs=1e-5)
+    else:
+        assert result.priorities == pytest.approx([3 * u / sum(uncertainties) for u in uncertainties], abs=1e-5)
 
 
 def test_posterior_distillation_is_zero_for_the_teachers_own_posterior_and_refused_without_a_teacher():

@@ -101,7 +101,7 @@ def test_invalid_widths_are_rejected(widths, message):
 @pytest.mark.parametrize('values, message', [
     (dict(method='sfsc_typo'),
      'available: asymmetric, asymmetric_reg, asymmetric_s, asymmetric_s_reg, bct, bct_s, independent, sfsc, '
-     'sfsc_ce, sfsc_exp, sfsc_ipd, sfsc_no_proj'),
+     'sfsc_ce, sfsc_ce_ens, sfsc_exp, sfsc_ipd, sfsc_no_proj'),
     (dict(sampler='pk', batch_size=10), 'pk_p \\* pk_k'),
     (dict(lr='fast'), "'lr' must be float"), (dict(lambda_tri=1.0), 'sampler: pk'), (dict(model=3), 'must be str'),
 ])

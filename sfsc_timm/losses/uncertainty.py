@@ -99,9 +99,13 @@ def width_priorities(
     Less certain (usually narrower) widths get more weight. The result is detached: priorities steer the
     optimisation, they are not something to optimise.
 
+    With ``mode='relative'`` the ratios are the same but the first width (the widest, in the step's widest-first
+    order) keeps weight 1, ``pi_w = u_w / u_0``: the narrower widths gain weight without the widest one losing any
+    (docs/open_set.md, "Where the full width's accuracy goes").
+
     Args:
-        mean_uncertainties: `m` mean uncertainties, one per width (tensor `(m,)` or a sequence of scalars).
-        mode: `'uncertainty'` or `'uniform'` (all ones, the ablation).
+        mean_uncertainties: `m` mean uncertainties, one per width, widest first (tensor `(m,)` or scalars).
+        mode: `'uncertainty'` (the seed's), `'relative'`, or `'uniform'` (all ones, the ablation).
 
     Returns:
         Tensor `(m,)` of priorities.
@@ -114,6 +118,8 @@ def width_priorities(
         u = u.float()
     if mode == 'uniform':
         return torch.ones_like(u)
+    if mode == 'relative':
+        return u / u[0]
     if mode != 'uncertainty':
-        raise ValueError(f"Unknown priority mode '{mode}', expected 'uncertainty' or 'uniform'.")
+        raise ValueError(f"Unknown priority mode '{mode}', expected 'uncertainty', 'relative' or 'uniform'.")
     return u.numel() * u / u.sum()

@@ -30,7 +30,7 @@ __all__ = [
 
 DEFAULT_EXPERIMENT = 'sfsc_resnet18_fashion_mnist'
 SAMPLERS = ('random', 'pk')
-PRIORITIES = ('uncertainty', 'uniform')
+PRIORITIES = ('uncertainty', 'relative', 'uniform')
 AMP_DTYPES = ('float16', 'bfloat16')
 # timm.scheduler.create_scheduler_v2's schedules that step on epochs / updates without a validation metric
 SCHEDULES = ('cosine', 'tanh', 'step', 'multistep', 'poly', 'constant')
@@ -59,19 +59,23 @@ class TrainConfig:
     input_size: List[int] = field(default_factory=lambda: [3, 32, 32])  # C, H, W
     crop_pct: float = 1.0  # eval transform: resize to size / crop_pct, then centre crop
     drop_path_rate: float = 0.0  # stochastic depth rate of the backbone
-    # --- method (docs/open_set.md for sfsc_ce, sfsc_exp and sfsc_ipd) ---
-    # sfsc, sfsc_ce, sfsc_exp, sfsc_ipd, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct, asymmetric
+    # --- method (docs/open_set.md for sfsc_ce_ens, sfsc_ce, sfsc_exp and sfsc_ipd) ---
+    # sfsc, sfsc_ce_ens, sfsc_ce, sfsc_exp, sfsc_ipd, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct,
+    # asymmetric
     method: str = 'sfsc'
-    priority: str = 'uncertainty'  # uncertainty or uniform width priorities (the sfsc methods)
+    # width priorities of the sfsc methods: uncertainty (the seed's), relative (the same ratios, the widest width's
+    # weight held at 1) or uniform; null takes the method's own (sfsc_ce_ens: relative; the others: uncertainty)
+    priority: Optional[str] = None
     # the uncertainty loss's settings: null takes the method's own (sfsc: the seed's softplus evidence and KL weight 1
     # reached after 10 epochs; sfsc_exp: exp evidence, no KL term; sfsc_ipd: as sfsc_exp plus in-place distillation;
-    # sfsc_ce: cross-entropy, exp evidence for the priorities' uncertainty, lambda_kd 0.5)
+    # sfsc_ce / sfsc_ce_ens: cross-entropy, exp evidence for the priorities' uncertainty, lambda_kd 0.5)
     kl_coef: Optional[float] = None  # weight of the Dirichlet KL term of the uncertainty loss
     kl_anneal_epochs: Optional[float] = None  # the KL weight rises linearly to kl_coef over this many epochs
     evidence: Optional[str] = None  # how logits become Dirichlet evidence: softplus or exp
     # in-place distillation (sfsc_ipd): weight of each narrower width's regression onto the widest width's embedding
     lambda_align: Optional[float] = None
-    # in-place distillation: weight of KL(widest width's class posterior || each narrower width's)
+    # in-place distillation: weight of KL(teacher's class posterior || each width's): the widest width's into the
+    # narrower ones (sfsc_ce), or all widths' mean into every width (sfsc_ce_ens)
     lambda_kd: Optional[float] = None
     lambda_tri: float = 0.0  # weight of the batch-hard triplet loss (re-ID recipes)
     triplet_margin: float = 0.3  # margin of the batch-hard triplet loss

@@ -73,7 +73,7 @@ class TrainStep:
     # recipe keys left null take these: the uncertainty loss as the seed states it (docs/design.md, "The SFSC step":
     # softplus evidence, KL weight 1 reached after 10 epochs), no in-place distillation
     defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0,
-                                       lambda_kd=0.0)
+                                       lambda_kd=0.0, priority='uncertainty')
     aligns_widths = False  # whether lambda_align / lambda_kd (in-place distillation) mean anything to this method
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
@@ -238,19 +238,27 @@ class SFSCStep(TrainStep):
         if not self.use_uncertainty or self.cfg.priority == 'uniform':
             return torch.ones(len(self.widths))
         u = torch.stack([x.float() for x in uncertainties])
-        return width_priorities(all_reduce_mean_(u), mode='uncertainty').cpu()
+        return width_priorities(all_reduce_mean_(u), mode=self.cfg.priority).cpu()
+
+    def distillation_losses(self, outs: List[WidthOutput]) -> List[Optional[torch.Tensor]]:
+        """Each width's in-place distillation term (None: none), given every width's forward pass, widest first:
+        the narrower widths distil the widest one (:meth:`distillation_loss`)."""
+        if self.lambda_align <= 0 and self.lambda_kd <= 0:
+            return [None] * len(outs)
+        return [None] + [self.distillation_loss(out, outs[0]) for out in outs[1:]]
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> StepResult:
         opt: GradientProjection = self.optimizer
         opt.zero_grad()
         snapshot = self._snapshot_norm_stats()
-        # every width's forward comes first: the priorities need all uncertainties before any backward
-        losses, uncertainties, teacher = [], [], None
-        for width in self.widths:  # widest first, so the narrower widths can distil its forward pass
-            loss, uncertainty, out = self.width_loss(width, images, labels, epoch, teacher)
-            losses.append(loss)
+        # every width's forward comes first: the priorities need all uncertainties, the distillation (possibly) every
+        # width's posterior, before any backward
+        outs = [self.forward_width(width, images) for width in self.widths]  # widest first
+        losses, uncertainties = [], []
+        for out, distillation in zip(outs, self.distillation_losses(outs)):
+            loss, uncertainty = self.own_loss(out, labels, epoch)
+            losses.append(loss if distillation is None else loss + distillation)
             uncertainties.append(uncertainty)
-            teacher = out if teacher is None else teacher
         values = torch.stack([loss.detach().float() for loss in losses])
         if any_rank(not bool(torch.isfinite(values).all()), self.dist.device):
             self._restore(snapshot)
@@ -314,6 +322,36 @@ class SFSCCrossEntropyStep(SFSCStep):
         alpha = evidence_to_alpha(out.logits.detach().float(), self.cfg.evidence)
         # label smoothing and the triplet term as in every method
         return self.classification_loss(out, labels), dirichlet_uncertainty(alpha).mean()
+
+
+@register_method('sfsc_ce_ens')
+class SFSCCrossEntropyEnsembleStep(SFSCCrossEntropyStep):
+    """``sfsc_ce`` whose distillation teacher is the ensemble of all widths rather than the widest one, with the
+    priorities relative to the widest width (docs/open_set.md, "Where the full width's accuracy goes").
+
+    * Every width, the widest included, matches the detached mean class posterior of all widths (``lambda_kd``;
+      online ensemble distillation, Lan et al. 2018, Guo et al. 2020): the narrow widths still learn from the wider
+      ones, and the widest width no longer only gives, it also takes the ensemble's softer targets.
+    * ``priority: relative``: the seed's priority ratios ``u_w / u_widest`` with the widest width's weight held at 1,
+      so that raising the narrow widths' weight does not lower the full width's (the seed's normalisation to sum
+      ``m`` gives it about 0.9).
+    """
+    defaults = dict(SFSCCrossEntropyStep.defaults, priority='relative')
+
+    def distillation_losses(self, outs: List[WidthOutput]) -> List[Optional[torch.Tensor]]:
+        # an embedding regression (lambda_align) still regresses the widest width's embedding, as in sfsc_ce
+        terms: List[Optional[torch.Tensor]] = [None] * len(outs)
+        if self.lambda_align > 0:
+            terms[1:] = [self.lambda_align * embedding_regression(out.embedding, outs[0].embedding.detach())
+                         for out in outs[1:]]
+        if self.lambda_kd > 0:
+            with torch.no_grad():  # log of the mean posterior: posterior_distillation takes it as the teacher's logits
+                probs = torch.stack([out.logits.float().softmax(-1) for out in outs])
+                ensemble = probs.mean(0).clamp_min(1e-12).log()
+            for i, out in enumerate(outs):
+                kd = self.lambda_kd * posterior_distillation(out.logits, ensemble)
+                terms[i] = kd if terms[i] is None else terms[i] + kd
+        return terms
 
 
 @register_method('sfsc_no_proj')
