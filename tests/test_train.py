@@ -218,13 +218,13 @@ def test_nonfinite_step_is_skipped_without_changing_anything(monkeypatch):
     net = tiny_net(cfg).train()
     state = {k: v.clone() for k, v in net.state_dict().items()}
     step = create_train_step(cfg, net, DistInfo())
-    original = SFSCStep.width_loss
+    original = SFSCStep.forward_width
 
-    def nan_at_half_width(self, width, *args):
-        loss, u, embedding = original(self, width, *args)
-        return (loss * float('nan') if width == 0.5 else loss), u, embedding
+    def nan_at_half_width(self, width, images):
+        out = original(self, width, images)
+        return out._replace(logits=out.logits * float('nan')) if width == 0.5 else out
 
-    monkeypatch.setattr(SFSCStep, 'width_loss', nan_at_half_width)
+    monkeypatch.setattr(SFSCStep, 'forward_width', nan_at_half_width)
     result = step(*tiny_batch(), epoch=0.0)
     assert result.skipped and not any(p.grad is not None for p in net.parameters())
     for k, v in net.state_dict().items():
@@ -290,17 +290,17 @@ def test_resume_with_another_recipe_names_the_differing_keys(tmp_path):
 
 
 def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    original = SFSCStep.width_loss
+    original = SFSCStep.own_loss
     calls = {'n': 0}
 
-    def poisoned(self, width, images, labels, epoch, *rest):
-        loss, u, embedding = original(self, width, images, labels, epoch, *rest)
-        calls['n'] += 1
+    def poisoned(self, out, labels, epoch):
+        loss, u = original(self, out, labels, epoch)
+        calls['n'] += 1  # once per width and step
         # one bad step in epoch 1 (skipped, training goes on), then every step from epoch 2 on
         bad = epoch >= 1 or calls['n'] in (4, 5, 6)
-        return (loss * float('nan') if bad else loss), u, embedding
+        return (loss * float('nan') if bad else loss), u
 
-    monkeypatch.setattr(SFSCStep, 'width_loss', poisoned)
+    monkeypatch.setattr(SFSCStep, 'own_loss', poisoned)
     args = tiny_args(tmp_path, 'run', 3, '--max-nonfinite-steps', '3')
     assert main(args) == 1
     assert '3 consecutive steps had a non-finite loss (epoch 2' in capsys.readouterr().err
