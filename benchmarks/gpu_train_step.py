@@ -102,7 +102,7 @@ def main() -> int:
 
     def summed() -> None:
         inner.zero_grad(set_to_none=True)
-        total = torch.stack([step.width_loss(w, images, labels, 1.0)[0] for w in step.widths]).sum()
+        total = torch.stack(step.width_losses(images, labels, 1.0)[0]).sum()
         (scaler.scale(total) if scaler is not None else total).backward()
         if scaler is not None:
             scaler.step(inner)

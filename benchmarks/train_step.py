@@ -64,8 +64,7 @@ def summed_step(step: SFSCStep) -> Callable[[torch.Tensor, torch.Tensor], None]:
 
     def run(images: torch.Tensor, labels: torch.Tensor) -> None:
         inner.zero_grad(set_to_none=True)
-        losses = [step.width_loss(w, images, labels, 1.0)[0] for w in step.widths]
-        torch.stack(losses).sum().backward()
+        torch.stack(step.width_losses(images, labels, 1.0)[0]).sum().backward()
         inner.step()
     return run
 
@@ -94,7 +93,7 @@ def single_width_step(step: SFSCStep, width: float) -> Callable[[torch.Tensor, t
 
     def run(images: torch.Tensor, labels: torch.Tensor) -> None:
         inner.zero_grad(set_to_none=True)
-        step.width_loss(width, images, labels, 1.0)[0].backward()
+        step.own_loss(step.forward_width(width, images), labels, 1.0)[0].backward()
         inner.step()
     return run
 

@@ -199,19 +199,18 @@ class SFSCStep(TrainStep):
                                   projection_mode=self.projection_mode,
                                   supports=width_gradient_supports(self.net, self.widths))
 
-    def width_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor, epoch: float,
-                   teacher: Optional[WidthOutput] = None
-                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor], WidthOutput]:
-        """(loss of one width, its detached mean uncertainty or None, its forward pass).
-
-        `teacher` is the widest width's forward pass of the batch (None for the widest itself); with
-        ``lambda_align`` / ``lambda_kd`` > 0 the narrower widths also distil it in place (:meth:`distillation_loss`).
-        """
-        out = self.forward_width(width, images)
-        loss, uncertainty = self.own_loss(out, labels, epoch)
-        if teacher is not None and (self.lambda_align > 0 or self.lambda_kd > 0):
-            loss = loss + self.distillation_loss(out, teacher)
-        return loss, uncertainty, out
+    def width_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float
+                     ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
+        """Every width's loss (own loss plus distillation, before its priority) and detached mean uncertainty (or
+        None), widest first. All forwards come first: the priorities need every width's uncertainty, and the
+        distillation's teacher may need every width's posterior."""
+        outs = [self.forward_width(width, images) for width in self.widths]
+        losses, uncertainties = [], []
+        for out, distillation in zip(outs, self.distillation_losses(outs)):
+            loss, uncertainty = self.own_loss(out, labels, epoch)
+            losses.append(loss if distillation is None else loss + distillation)
+            uncertainties.append(uncertainty)
+        return losses, uncertainties
 
     def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float
                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -223,15 +222,25 @@ class SFSCStep(TrainStep):
         extra = self.metric_loss(out, labels)
         return (evidential.loss if extra is None else evidential.loss + extra), evidential.uncertainty
 
-    def distillation_loss(self, out: WidthOutput, teacher: WidthOutput) -> torch.Tensor:
-        """In-place distillation of the widest width (detached) into a narrower one (Yu & Huang 2019):
-        ``lambda_align`` x cosine regression of the embedding, ``lambda_kd`` x KL of the class posterior."""
-        loss = out.logits.new_zeros((), dtype=torch.float32)
+    def posterior_teacher(self, outs: List[WidthOutput]) -> Tuple[torch.Tensor, int]:
+        """(the detached teacher logits the ``lambda_kd`` term distils, the first width that distils them): the
+        widest width's, into the narrower ones (Yu & Huang 2019)."""
+        return outs[0].logits.detach(), 1
+
+    def distillation_losses(self, outs: List[WidthOutput]) -> List[Optional[torch.Tensor]]:
+        """Each width's in-place distillation term (None: none), given every width's forward pass, widest first:
+        ``lambda_align`` x the narrower widths' cosine regression onto the widest width's detached embedding, and
+        ``lambda_kd`` x KL of the :meth:`posterior_teacher`'s class posterior."""
+        terms: List[Optional[torch.Tensor]] = [None] * len(outs)
         if self.lambda_align > 0:
-            loss = loss + self.lambda_align * embedding_regression(out.embedding, teacher.embedding.detach())
+            terms[1:] = [self.lambda_align * embedding_regression(out.embedding, outs[0].embedding.detach())
+                         for out in outs[1:]]
         if self.lambda_kd > 0:
-            loss = loss + self.lambda_kd * posterior_distillation(out.logits, teacher.logits.detach())
-        return loss
+            teacher, first = self.posterior_teacher(outs)
+            for i in range(first, len(outs)):
+                kd = self.lambda_kd * posterior_distillation(outs[i].logits, teacher)
+                terms[i] = kd if terms[i] is None else terms[i] + kd
+        return terms
 
     def priorities(self, uncertainties: List[Optional[torch.Tensor]]) -> torch.Tensor:
         """pi_w from the mean uncertainties, averaged over ranks first so every rank weights the widths alike."""
@@ -240,25 +249,11 @@ class SFSCStep(TrainStep):
         u = torch.stack([x.float() for x in uncertainties])
         return width_priorities(all_reduce_mean_(u), mode=self.cfg.priority).cpu()
 
-    def distillation_losses(self, outs: List[WidthOutput]) -> List[Optional[torch.Tensor]]:
-        """Each width's in-place distillation term (None: none), given every width's forward pass, widest first:
-        the narrower widths distil the widest one (:meth:`distillation_loss`)."""
-        if self.lambda_align <= 0 and self.lambda_kd <= 0:
-            return [None] * len(outs)
-        return [None] + [self.distillation_loss(out, outs[0]) for out in outs[1:]]
-
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> StepResult:
         opt: GradientProjection = self.optimizer
         opt.zero_grad()
         snapshot = self._snapshot_norm_stats()
-        # every width's forward comes first: the priorities need all uncertainties, the distillation (possibly) every
-        # width's posterior, before any backward
-        outs = [self.forward_width(width, images) for width in self.widths]  # widest first
-        losses, uncertainties = [], []
-        for out, distillation in zip(outs, self.distillation_losses(outs)):
-            loss, uncertainty = self.own_loss(out, labels, epoch)
-            losses.append(loss if distillation is None else loss + distillation)
-            uncertainties.append(uncertainty)
+        losses, uncertainties = self.width_losses(images, labels, epoch)  # every forward before any backward
         values = torch.stack([loss.detach().float() for loss in losses])
         if any_rank(not bool(torch.isfinite(values).all()), self.dist.device):
             self._restore(snapshot)
@@ -338,20 +333,10 @@ class SFSCCrossEntropyEnsembleStep(SFSCCrossEntropyStep):
     """
     defaults = dict(SFSCCrossEntropyStep.defaults, priority='relative')
 
-    def distillation_losses(self, outs: List[WidthOutput]) -> List[Optional[torch.Tensor]]:
-        # an embedding regression (lambda_align) still regresses the widest width's embedding, as in sfsc_ce
-        terms: List[Optional[torch.Tensor]] = [None] * len(outs)
-        if self.lambda_align > 0:
-            terms[1:] = [self.lambda_align * embedding_regression(out.embedding, outs[0].embedding.detach())
-                         for out in outs[1:]]
-        if self.lambda_kd > 0:
-            with torch.no_grad():  # log of the mean posterior: posterior_distillation takes it as the teacher's logits
-                probs = torch.stack([out.logits.float().softmax(-1) for out in outs])
-                ensemble = probs.mean(0).clamp_min(1e-12).log()
-            for i, out in enumerate(outs):
-                kd = self.lambda_kd * posterior_distillation(out.logits, ensemble)
-                terms[i] = kd if terms[i] is None else terms[i] + kd
-        return terms
+    def posterior_teacher(self, outs: List[WidthOutput]) -> Tuple[torch.Tensor, int]:
+        with torch.no_grad():  # log of the mean posterior: posterior_distillation takes it as the teacher's logits
+            probs = torch.stack([out.logits.float().softmax(-1) for out in outs])
+            return probs.mean(0).clamp_min(1e-12).log(), 0
 
 
 @register_method('sfsc_no_proj')
