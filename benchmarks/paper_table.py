@@ -64,6 +64,8 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     'sfsc_ce_ens': ('sfsc_ce_ens', [], 'SFSC-CE-ens (ensemble distillation, priorities relative to the widest)'),
     'sfsc_ce_ens_seed_priorities': ('sfsc_ce_ens', ['--priority', 'uncertainty'],
                                     "SFSC-CE-ens with the seed's priorities"),
+    'sfsc_ce_ens_t3': ('sfsc_ce_ens', ['--kd-temperature', '3'], 'SFSC-CE-ens, distillation at temperature 3'),
+    'sfsc_ce_ens_kd1': ('sfsc_ce_ens', ['--lambda-kd', '1'], 'SFSC-CE-ens, distillation weight 1'),
     # the asymmetric baselines as embedding regression (no labels), what asymmetric / asymmetric_s were before they
     # became Budnik & Avrithis's asymmetric metric learning. Runs exported before that change belong to these rows:
     # move OUTPUT/runs/asymmetric to runs/asymmetric_reg and runs/asymmetric_s to runs/asymmetric_s_reg, or they are
@@ -246,9 +248,7 @@ def main() -> int:
         plot_compatibility_heatmap(row['mean_matrix'], row['widths'], output / f'{method}.png',
                                    title=f'{row["label"]}: mAP (%), mean of seeds {row["seeds"]}')
     cpu_seconds = [s for row in rows.values() for s in row['cpu_seconds'] if s is not None]
-    goals = {name: goal_checks(rows, name) for name in ('sfsc', 'sfsc_exp', 'sfsc_ipd', 'sfsc_no_unc', 'sfsc_ce',
-                                                        'sfsc_ce_no_kd', 'sfsc_ce_uniform', 'sfsc_ce_relative',
-                                                        'sfsc_ce_ens', 'sfsc_ce_ens_seed_priorities') if name in rows}
+    goals = {name: goal_checks(rows, name) for name in rows if ROWS[name][0].startswith('sfsc')}
     payload = dict(benchmark=args.benchmark, dataset=benchmark['dataset'], setting=args.setting, setting_args=setting,
                    extra=extra, jobs=args.jobs, threads=threads, rows=rows, table_markdown=table, goal=goals,
                    total_cpu_seconds=sum(cpu_seconds), seconds_this_invocation=time.time() - start)

@@ -77,6 +77,8 @@ class TrainConfig:
     # in-place distillation: weight of KL(teacher's class posterior || each width's): the widest width's into the
     # narrower ones (sfsc_ce), or all widths' mean into every width (sfsc_ce_ens)
     lambda_kd: Optional[float] = None
+    # temperature of that distillation (Hinton et al. 2015; the loss is scaled by its square); null: the method's (1)
+    kd_temperature: Optional[float] = None
     lambda_tri: float = 0.0  # weight of the batch-hard triplet loss (re-ID recipes)
     triplet_margin: float = 0.3  # margin of the batch-hard triplet loss
     # what the triplet loss compares: embedding (the neck's output, what retrieval ranks by) or pre_bn (the neck's
@@ -248,6 +250,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, name)
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f'recipe key {name} must be a finite number >= 0, got {value}.')
+    if not (math.isfinite(cfg.kd_temperature) and cfg.kd_temperature > 0):
+        raise ConfigError(f'recipe key kd_temperature must be a finite number > 0 (1: the posteriors as they are), '
+                          f'got {cfg.kd_temperature}.')
     if not 0 < cfg.val_fraction < 1:
         raise ConfigError(f'recipe key val_fraction must be in (0, 1), got {cfg.val_fraction}.')
     if cfg.sampler == 'pk' and cfg.batch_size != cfg.pk_p * cfg.pk_k:

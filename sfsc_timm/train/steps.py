@@ -73,7 +73,7 @@ class TrainStep:
     # recipe keys left null take these: the uncertainty loss as the seed states it (docs/design.md, "The SFSC step":
     # softplus evidence, KL weight 1 reached after 10 epochs), no in-place distillation
     defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0,
-                                       lambda_kd=0.0, priority='uncertainty')
+                                       lambda_kd=0.0, kd_temperature=1.0, priority='uncertainty')
     aligns_widths = False  # whether lambda_align / lambda_kd (in-place distillation) mean anything to this method
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
@@ -189,6 +189,7 @@ class SFSCStep(TrainStep):
                                                           label_smoothing=cfg.label_smoothing)
         self.lambda_align = cfg.lambda_align
         self.lambda_kd = cfg.lambda_kd
+        self.kd_temperature = cfg.kd_temperature
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         inner = super().create_optimizer()
@@ -223,8 +224,8 @@ class SFSCStep(TrainStep):
         return (evidential.loss if extra is None else evidential.loss + extra), evidential.uncertainty
 
     def posterior_teacher(self, outs: List[WidthOutput]) -> Tuple[torch.Tensor, int]:
-        """(the detached teacher logits the ``lambda_kd`` term distils, the first width that distils them): the
-        widest width's, into the narrower ones (Yu & Huang 2019)."""
+        """(the detached teacher logits the ``lambda_kd`` term distils at ``kd_temperature``, the first width that
+        distils them): the widest width's, into the narrower ones (Yu & Huang 2019)."""
         return outs[0].logits.detach(), 1
 
     def distillation_losses(self, outs: List[WidthOutput]) -> List[Optional[torch.Tensor]]:
@@ -238,7 +239,7 @@ class SFSCStep(TrainStep):
         if self.lambda_kd > 0:
             teacher, first = self.posterior_teacher(outs)
             for i in range(first, len(outs)):
-                kd = self.lambda_kd * posterior_distillation(outs[i].logits, teacher)
+                kd = self.lambda_kd * posterior_distillation(outs[i].logits, teacher, self.kd_temperature)
                 terms[i] = kd if terms[i] is None else terms[i] + kd
         return terms
 
@@ -334,9 +335,10 @@ class SFSCCrossEntropyEnsembleStep(SFSCCrossEntropyStep):
     defaults = dict(SFSCCrossEntropyStep.defaults, priority='relative')
 
     def posterior_teacher(self, outs: List[WidthOutput]) -> Tuple[torch.Tensor, int]:
-        with torch.no_grad():  # log of the mean posterior: posterior_distillation takes it as the teacher's logits
-            probs = torch.stack([out.logits.float().softmax(-1) for out in outs])
-            return probs.mean(0).clamp_min(1e-12).log(), 0
+        t = self.kd_temperature
+        with torch.no_grad():  # mean of the widths' posteriors at temperature t, as logits: softmax(t log p / t) = p
+            probs = torch.stack([(out.logits.float() / t).softmax(-1) for out in outs])
+            return t * probs.mean(0).clamp_min(1e-12).log(), 0
 
 
 @register_method('sfsc_no_proj')
