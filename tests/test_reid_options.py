@@ -491,22 +491,25 @@ def test_sfsc_ce_is_cross_entropy_prioritised_by_exp_evidence_and_distils_the_wi
     assert result.priorities == pytest.approx([3 * u / sum(uncertainties) for u in uncertainties], abs=1e-5)
 
 
-@pytest.mark.parametrize('priority, lambda_align', [(None, 0.0), ('uncertainty', 0.5)])
-def test_sfsc_ce_ens_distils_the_ensemble_into_every_width_with_priorities_relative_to_the_widest(priority,
-                                                                                                 lambda_align):
-    # docs/open_set.md: every width, the widest included, adds lambda_kd * KL(mean_w p_w || p_w) (the ensemble's
-    # posterior, detached); the narrower ones also regress the widest width's embedding with lambda_align; the
-    # priorities are u_w / u_widest unless the recipe sets the seed's
+@pytest.mark.parametrize('priority, lambda_align, temperature', [(None, 0.0, None), ('uncertainty', 0.5, None),
+                                                                  (None, 0.0, 3.0)])
+def test_sfsc_ce_ens_distils_the_ensemble_into_every_width_with_priorities_relative_to_the_widest(
+        priority, lambda_align, temperature):
+    # docs/open_set.md: every width, the widest included, adds lambda_kd * T^2 KL(mean_w p_w^T || p_w^T) (the
+    # ensemble's posterior at temperature T, detached; T = 1 by default); the narrower ones also regress the widest
+    # width's embedding with lambda_align; the priorities are u_w / u_widest unless the recipe sets the seed's
     images, labels = tiny_batch()
-    net, step = _step(_config('sfsc_ce_ens', lambda_kd=1.0, lambda_align=lambda_align, priority=priority))
+    net, step = _step(_config('sfsc_ce_ens', lambda_kd=1.0, lambda_align=lambda_align, priority=priority,
+                              kd_temperature=temperature))
+    t = temperature or 1.0
     widths = (1.0, 0.5, 0.25)
     by_hand = {w: _by_hand(net, w, images) for w in widths}
     result = step(images, labels, epoch=0.0)
-    ensemble = torch.stack([F.softmax(by_hand[w][2].double(), 1) for w in widths]).mean(0)
+    ensemble = torch.stack([F.softmax(by_hand[w][2].double() / t, 1) for w in widths]).mean(0)
     expected, uncertainties = [], []
     for width in widths:
         _, embedding, logits = by_hand[width]
-        kl = (ensemble * (ensemble.log() - F.log_softmax(logits.double(), 1))).sum(1).mean()
+        kl = t ** 2 * (ensemble * (ensemble.log() - F.log_softmax(logits.double() / t, 1))).sum(1).mean()
         align = (1 - F.cosine_similarity(embedding, by_hand[1.0][1])).mean() if width != 1.0 else 0.0
         expected.append(float(F.cross_entropy(logits.double(), labels) + kl + lambda_align * align))
         uncertainties.append(float((logits.shape[1] / (logits.double().exp() + 1).sum(1)).mean()))
@@ -517,6 +520,27 @@ def test_sfsc_ce_ens_distils_the_ensemble_into_every_width_with_priorities_relat
         assert result.priorities == pytest.approx([3 * u / sum(uncertainties) for u in uncertainties], abs=1e-5)
 
 
+def test_the_sfsc_step_with_uniform_priorities_and_summed_gradients_is_bct_s():
+    # docs/open_set.md, section 4: where the widths' gradients never conflict, PCGrad's update is their sum, so what
+    # separates an SFSC variant from BCT-S is its loss terms and priorities alone; the step adds nothing else
+    class SummedNoUncertainty(METHODS['sfsc_no_unc']):
+        projection_mode = 'sum'
+
+    images, labels = tiny_batch()
+    params = {}
+    for name in ('bct_s', 'sfsc_no_unc'):
+        cfg = _config(name, opt='sgd', momentum=0.9, weight_decay=5e-4, lr=0.01)
+        torch.manual_seed(0)
+        net = create_model(cfg, num_classes=5)
+        step = (SummedNoUncertainty if name == 'sfsc_no_unc' else METHODS[name])(net, cfg, DistInfo())
+        for _ in range(3):
+            step(images, labels, epoch=0.0)
+        params[name] = net.state_dict()
+    for key, value in params['bct_s'].items():
+        torch.testing.assert_close(params['sfsc_no_unc'][key], value, rtol=1e-4, atol=1e-6,
+                                   msg=lambda message, key=key: f'{key}: {message}')
+
+
 def test_posterior_distillation_is_zero_for_the_teachers_own_posterior_and_refused_without_a_teacher():
     from sfsc_timm.losses import posterior_distillation
     logits = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
@@ -525,3 +549,7 @@ def test_posterior_distillation_is_zero_for_the_teachers_own_posterior_and_refus
     assert float(posterior_distillation(logits, 2 * logits)) > 1e-3
     with pytest.raises(ConfigError, match='lambda_kd applies to the method.* sfsc_ce'):
         config_from_dict(dict(method='bct_s', lambda_kd=1.0))
+    with pytest.raises(ConfigError, match='kd_temperature must be a finite number > 0'):
+        config_from_dict(dict(method='sfsc_ce_ens', kd_temperature=0))
+    with pytest.raises(ValueError, match='temperature must be > 0'):
+        posterior_distillation(logits, logits, temperature=-1.0)
