@@ -1,0 +1,102 @@
+""" Two rows of the paper table compared seed by seed, over every run that several table folders hold.
+
+Runs of one seed share their data order, initialisation and evaluation subset, so the per-seed difference between
+two rows is what a change of method does, and its spread over seeds is the run-to-run noise. For each quantity
+(φ→φ, the mean of the matrix, the diagonal and cross-width means and their gap, the φ_1/16 row on the full-width
+gallery minus its own gallery) this prints both rows' means, the per-seed differences, their mean ± standard
+deviation, and an exact sign-flip test: the share of the 2^n ways of flipping the differences' signs whose mean is at
+least as large as the one observed (one-sided, "row A above row B"). It trains nothing; `paper_table.py` does::
+
+    .venv/bin/python benchmarks/paired_seeds.py sfsc_ce_ens bct_s --folders benchmarks/results/open_set \\
+        benchmarks/results/open_set_seeds_3_4 benchmarks/results/open_set_seeds_5_9
+
+JSON to `benchmarks/results/paired_seeds_<A>_vs_<B>.json`.
+"""
+import argparse
+import itertools
+import json
+import statistics
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+from sfsc_timm.atomic_io import write_json_atomically
+
+REPO = Path(__file__).resolve().parents[1]
+
+# quantity -> its value (mAP %) from one run's compatibility matrix (widths ascending)
+QUANTITIES: Dict[str, Callable[[torch.Tensor], float]] = {
+    'full_width': lambda m: float(m[-1, -1]),
+    'mean_of_matrix': lambda m: float(m.mean()),
+    'diagonal_mean': lambda m: float(m.diagonal().mean()),
+    'cross_mean': lambda m: float(m[~torch.eye(len(m), dtype=torch.bool)].mean()),
+    'gap': lambda m: float(m.diagonal().mean() - m[~torch.eye(len(m), dtype=torch.bool)].mean()),
+    'narrowest_to_full_gallery_gain': lambda m: float(m[0, -1] - m[0, 0]),
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('row_a', help='a row of benchmarks/paper_table.py, e.g. sfsc_ce_ens')
+    parser.add_argument('row_b', help='the row it is compared with, e.g. bct_s')
+    parser.add_argument('--folders', nargs='+', type=Path, required=True,
+                        help='paper_table.py output folders (their runs/ROW/seed_S/export/metrics.json are read)')
+    parser.add_argument('--output', type=Path, default=None)
+    return parser.parse_args()
+
+
+def matrices(row: str, folders: List[Path]) -> Dict[int, torch.Tensor]:
+    """seed -> the run's compatibility matrix (mAP %); a seed found in two folders is an error (which is meant?)."""
+    found: Dict[int, torch.Tensor] = {}
+    for folder in folders:
+        for metrics in sorted((folder / 'runs' / row).glob('seed_*/export/metrics.json')):
+            seed = int(metrics.parts[-3][len('seed_'):])
+            if seed in found:
+                raise SystemExit(f'{row} seed {seed} is in more than one of the folders; pass each seed once.')
+            found[seed] = torch.tensor(json.loads(metrics.read_text())['matrix'], dtype=torch.float64) * 100
+    return found
+
+
+def sign_flip_p_value(differences: List[float]) -> float:
+    """One-sided exact p-value of ``mean(differences) > 0`` under the null of symmetric differences around 0."""
+    observed = sum(differences)
+    flips = list(itertools.product((1, -1), repeat=len(differences)))
+    return sum(sum(s * d for s, d in zip(signs, differences)) >= observed - 1e-12 for signs in flips) / len(flips)
+
+
+def compare(a: Dict[int, torch.Tensor], b: Dict[int, torch.Tensor]) -> Dict:
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        raise SystemExit(f'the two rows share {len(seeds)} seed(s); paired comparison needs at least 2.')
+    out = dict(seeds=seeds, quantities={})
+    for name, value in QUANTITIES.items():
+        va, vb = [value(a[s]) for s in seeds], [value(b[s]) for s in seeds]
+        diffs = [x - y for x, y in zip(va, vb)]
+        out['quantities'][name] = dict(
+            a_mean=statistics.mean(va), a_std=statistics.stdev(va), b_mean=statistics.mean(vb),
+            b_std=statistics.stdev(vb), differences=diffs, difference_mean=statistics.mean(diffs),
+            difference_std=statistics.stdev(diffs), seeds_a_above=sum(d > 0 for d in diffs),
+            p_a_above=sign_flip_p_value(diffs))
+    return out
+
+
+def main() -> int:
+    args = parse_args()
+    folders = [f if f.is_absolute() else Path.cwd() / f for f in args.folders]
+    result = compare(matrices(args.row_a, folders), matrices(args.row_b, folders))
+    result = dict(row_a=args.row_a, row_b=args.row_b, folders=[str(f) for f in args.folders], **result)
+    print(f'{args.row_a} against {args.row_b}, seeds {result["seeds"]} (mAP %, A - B per seed)')
+    for name, q in result['quantities'].items():
+        print(f'{name:32s} {q["a_mean"]:6.2f} ± {q["a_std"]:.2f}  {q["b_mean"]:6.2f} ± {q["b_std"]:.2f}  '
+              f'diff {q["difference_mean"]:+.2f} ± {q["difference_std"]:.2f}  A above in {q["seeds_a_above"]}/'
+              f'{len(result["seeds"])}  p(A > B) = {q["p_a_above"]:.3f}  '
+              f'[{", ".join(f"{d:+.2f}" for d in q["differences"])}]')
+    output = args.output or REPO / 'benchmarks' / 'results' / f'paired_seeds_{args.row_a}_vs_{args.row_b}.json'
+    write_json_atomically(output, result)
+    print(f'written to {output}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

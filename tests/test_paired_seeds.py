@@ -1,0 +1,42 @@
+""" benchmarks/paired_seeds.py: the seed-by-seed comparison the open-set reading rests on (docs/open_set.md). """
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_SCRIPT = Path(__file__).parents[1] / 'benchmarks' / 'paired_seeds.py'
+_SPEC = importlib.util.spec_from_file_location('paired_seeds', _SCRIPT)
+paired_seeds = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(paired_seeds)
+
+
+def _write_run(folder: Path, row: str, seed: int, matrix):
+    path = folder / 'runs' / row / f'seed_{seed}' / 'export' / 'metrics.json'
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(dict(matrix=matrix)))
+
+
+def test_the_sign_flip_test_counts_the_flips_at_least_as_extreme_as_the_observed_mean():
+    assert paired_seeds.sign_flip_p_value([1.0, 2.0, 3.0]) == pytest.approx(1 / 8)  # only the observed signs
+    assert paired_seeds.sign_flip_p_value([1.0, -1.0]) == pytest.approx(3 / 4)  # sums 2, 0, 0, -2: three reach 0
+    assert paired_seeds.sign_flip_p_value([-1.0, -2.0]) == pytest.approx(1.0)
+
+
+def test_rows_are_paired_by_seed_across_folders_and_a_seed_in_two_folders_is_refused(tmp_path):
+    first, second = tmp_path / 'table', tmp_path / 'more_seeds'
+    for seed, (full_a, full_b) in enumerate([(0.80, 0.70), (0.60, 0.65), (0.90, 0.50)]):
+        folder = first if seed < 2 else second
+        _write_run(folder, 'a', seed, [[0.5, 0.5], [0.5, full_a]])
+        _write_run(folder, 'b', seed, [[0.5, 0.5], [0.5, full_b]])
+    _write_run(second, 'b', 7, [[0.5, 0.5], [0.5, 0.5]])  # no partner: left out
+    result = paired_seeds.compare(paired_seeds.matrices('a', [first, second]),
+                                  paired_seeds.matrices('b', [first, second]))
+    assert result['seeds'] == [0, 1, 2]
+    full = result['quantities']['full_width']
+    assert full['differences'] == pytest.approx([10.0, -5.0, 40.0])
+    assert full['difference_mean'] == pytest.approx(15.0) and full['seeds_a_above'] == 2
+    assert full['p_a_above'] == pytest.approx(2 / 8)  # +10 -5 +40 and +10 +5 +40 reach the observed sum
+    _write_run(first, 'a', 2, [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(SystemExit, match='a seed 2 is in more than one of the folders'):
+        paired_seeds.matrices('a', [first, second])
