@@ -8,7 +8,7 @@ deviation, and an exact sign-flip test: the share of the 2^n ways of flipping th
 least as large as the one observed (one-sided, "row A above row B"). It trains nothing; `paper_table.py` does::
 
     .venv/bin/python benchmarks/paired_seeds.py sfsc_ce_ens bct_s --folders benchmarks/results/open_set \\
-        benchmarks/results/open_set_seeds_3_4 benchmarks/results/open_set_seeds_5_9
+        benchmarks/results/open_set_seeds_3_4 benchmarks/results/open_set_seeds_5_7
 
 JSON to `benchmarks/results/paired_seeds_<A>_vs_<B>.json`.
 """
