@@ -261,6 +261,8 @@ def cases() -> List[Case]:
         Case('train', '--widths 0.25 0.5 (no 1.0)', lambda fx: fx.train('out', '--widths', '0.25', '0.5'), 2,
              r'must include the full width 1.0'),
         Case('train', '--embed-dim 0', lambda fx: fx.train('out', '--embed-dim', '0'), 2, r'embed_dim must be >= 1'),
+        Case('train', '--kd-temperature 3 on a method without distillation',
+             lambda fx: fx.train('out', '--kd-temperature', '3'), 2, r'kd_temperature=3 has no effect'),
         Case('train', '--input-size 3 0 0', lambda fx: fx.train('out', '--input-size', '3', '0', '0'), 2,
              r'input_size must be \[channels, height, width\] of positive ints'),
         Case('train', '--model resnet18 (not an sfsc model)', lambda fx: fx.train('out', '--model', 'resnet18'), 2,

@@ -551,5 +551,7 @@ def test_posterior_distillation_is_zero_for_the_teachers_own_posterior_and_refus
         config_from_dict(dict(method='bct_s', lambda_kd=1.0))
     with pytest.raises(ConfigError, match='kd_temperature must be a finite number > 0'):
         config_from_dict(dict(method='sfsc_ce_ens', kd_temperature=0))
+    with pytest.raises(ConfigError, match='kd_temperature=3 has no effect: there is no distillation'):
+        config_from_dict(dict(method='sfsc_ce_ens', lambda_kd=0, kd_temperature=3))
     with pytest.raises(ValueError, match='temperature must be > 0'):
         posterior_distillation(logits, logits, temperature=-1.0)

@@ -253,6 +253,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not (math.isfinite(cfg.kd_temperature) and cfg.kd_temperature > 0):
         raise ConfigError(f'recipe key kd_temperature must be a finite number > 0 (1: the posteriors as they are), '
                           f'got {cfg.kd_temperature}.')
+    if cfg.kd_temperature != 1 and cfg.lambda_kd == 0:
+        raise ConfigError(f'recipe key kd_temperature={cfg.kd_temperature:g} has no effect: there is no distillation '
+                          f'(lambda_kd is 0 for {cfg.method}); set lambda_kd > 0 on sfsc_ce / sfsc_ce_ens, or '
+                          'kd_temperature: null.')
     if not 0 < cfg.val_fraction < 1:
         raise ConfigError(f'recipe key val_fraction must be in (0, 1), got {cfg.val_fraction}.')
     if cfg.sampler == 'pk' and cfg.batch_size != cfg.pk_p * cfg.pk_k:
