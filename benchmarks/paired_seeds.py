@@ -25,13 +25,22 @@ from sfsc_timm.atomic_io import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def _diagonal_mean(m: torch.Tensor) -> float:
+    return float(m.diagonal().mean())
+
+
+def _cross_mean(m: torch.Tensor) -> float:
+    return float(m[~torch.eye(len(m), dtype=torch.bool)].mean())
+
+
 # quantity -> its value (mAP %) from one run's compatibility matrix (widths ascending)
 QUANTITIES: Dict[str, Callable[[torch.Tensor], float]] = {
     'full_width': lambda m: float(m[-1, -1]),
     'mean_of_matrix': lambda m: float(m.mean()),
-    'diagonal_mean': lambda m: float(m.diagonal().mean()),
-    'cross_mean': lambda m: float(m[~torch.eye(len(m), dtype=torch.bool)].mean()),
-    'gap': lambda m: float(m.diagonal().mean() - m[~torch.eye(len(m), dtype=torch.bool)].mean()),
+    'diagonal_mean': _diagonal_mean,
+    'cross_mean': _cross_mean,
+    'gap': lambda m: _diagonal_mean(m) - _cross_mean(m),
     'narrowest_to_full_gallery_gain': lambda m: float(m[0, -1] - m[0, 0]),
 }
 
