@@ -66,6 +66,8 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
                                     "SFSC-CE-ens with the seed's priorities"),
     'sfsc_ce_ens_t3': ('sfsc_ce_ens', ['--kd-temperature', '3'], 'SFSC-CE-ens, distillation at temperature 3'),
     'sfsc_ce_ens_kd1': ('sfsc_ce_ens', ['--lambda-kd', '1'], 'SFSC-CE-ens, distillation weight 1'),
+    'sfsc_ce_ens_layer': ('sfsc_ce_ens', ['--projection-granularity', 'layer'],
+                          'SFSC-CE-ens, the projection decided per layer'),
     # the asymmetric baselines as embedding regression (no labels), what asymmetric / asymmetric_s were before they
     # became Budnik & Avrithis's asymmetric metric learning. Runs exported before that change belong to these rows:
     # move OUTPUT/runs/asymmetric to runs/asymmetric_reg and runs/asymmetric_s to runs/asymmetric_s_reg, or they are

@@ -253,17 +253,23 @@ def test_in_place_distillation_is_refused_for_a_method_without_it():
         config_from_dict(dict(method='sfsc_exp', lambda_align=1.0))
 
 
-@pytest.mark.parametrize('method', ['sfsc_exp', 'sfsc_ce_ens'])
-def test_open_set_methods_train_on_an_open_split_and_log_each_width(tmp_path, disjoint_folder, method):
+@pytest.mark.parametrize('method,granularity', [('sfsc_exp', 'model'), ('sfsc_ce_ens', 'model'),
+                                                ('sfsc_ce_ens', 'layer')])
+def test_open_set_methods_train_on_an_open_split_and_log_each_width(tmp_path, disjoint_folder, method, granularity):
     run = tmp_path / 'run'
     args = ['-c', str(DEFAULT_RECIPE), '--dataset', 'imagefolder', '--data-dir', str(disjoint_folder),
             '--method', method, '--val-split', 'identities', '--val-fraction', '0.25', '--widths', '0.5', '1.0',
-            '--embed-dim', '16', '--input-size', '3', '16', '16',
+            '--embed-dim', '16', '--input-size', '3', '16', '16', '--projection-granularity', granularity,
             '--max-train', 'none', '--batch-size', '8', '--epochs', '1', '--warmup-epochs', '0', '--no-progress',
             '--output', str(run)]
     assert main(args) == 0
     epoch = json.loads((run / 'metrics.jsonl').read_text().splitlines()[-1])
     assert len(epoch['width_losses']) == len(epoch['priorities']) == len(epoch['uncertainties']) == 2
+    # per-layer conflicts are logged whatever decides the projection; with 2 widths every pair involves the widest
+    assert epoch['layer_pairs'] > 0
+    assert 0 <= epoch['layer_conflicts_widest'] == epoch['layer_conflicts'] <= epoch['layer_pairs']
+    if granularity == 'layer':  # 2 widths: each conflicting layer projects both widths' gradients, and only those
+        assert epoch['conflicts'] == 2 * epoch['layer_conflicts']
     assert all(0.0 < u <= 1.0 for u in epoch['uncertainties'])
     metrics = json.loads((run / 'export' / 'metrics.json').read_text())
     assert metrics['recipe']['evidence'] == 'exp' and metrics['recipe']['kl_coef'] == 0.0

@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sfsc_timm.optim import GradientCombination, GradientProjection, PCGrad, Sum, gram_matrix, project_conflicting
+from sfsc_timm.optim import (
+    GradientCombination, GradientProjection, PCGrad, Sum, count_layer_conflicts, gram_matrix, project_conflicting,
+)
 
 
 def naive_pcgrad(grads: torch.Tensor, generator: torch.Generator) -> tuple:
@@ -403,3 +405,86 @@ def test_supports_must_be_leading_slices():
     with pytest.raises(ValueError, match='2 tasks, expected 3'):
         GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.weight], 3,
                            supports={model.weight: [(), ()]})
+
+
+class TwoLayerModel(nn.Module):
+    """Two tasks that agree on the whole shared vector and disagree in one layer: a test of the granularity."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor([1., 1.]))
+        self.b = nn.Parameter(torch.tensor([0.]))
+
+    def losses(self, scale: float = 1.):
+        # dL1/da = (1, 0), dL1/db = 3; dL2/da = (-1, 1), dL2/db = 3
+        # whole vectors: g1 = (1, 0, 3), g2 = (-1, 1, 3), g1.g2 = 8 > 0 (no conflict); in layer a: -1 < 0
+        return [scale * (self.a[0] + 3 * self.b.sum()), scale * (-self.a[0] + self.a[1] + 3 * self.b.sum())]
+
+
+@pytest.mark.parametrize('granularity', ['model', 'layer'])
+def test_layer_granularity_projects_each_parameter_on_its_own(granularity):
+    model = TwoLayerModel()
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.1), [model.a, model.b], num_tasks=2,
+                             granularity=granularity)
+    _one_step(model, opt)
+    if granularity == 'model':  # the whole gradients agree: the plain sum
+        torch.testing.assert_close(model.a.grad, torch.tensor([0., 1.]))
+        assert opt.last_num_conflicts == 0
+    else:  # layer a alone is PCGrad of (1, 0) and (-1, 1): (1, 0) + (0.5, 0.5) and (-1, 1) + (1, 0) = (0.5, 1.5)
+        expected = project_conflicting(torch.tensor([[1., 0.], [-1., 1.]]))
+        torch.testing.assert_close(model.a.grad, expected)
+        torch.testing.assert_close(model.a.grad, torch.tensor([0.5, 1.5]))
+        assert opt.last_num_conflicts == 2
+    torch.testing.assert_close(model.b.grad, torch.tensor([6.]))  # agreeing layer: summed either way
+    # the diagnostic is the same whatever decides: one of the two layers has a negative dot product
+    torch.testing.assert_close(opt.last_layer_grams, torch.tensor([[[1., -1.], [-1., 2.]], [[9., 9.], [9., 9.]]],
+                                                                  dtype=torch.float64))
+    assert count_layer_conflicts(opt.last_layer_grams, task=0) == (2, 1, 1)
+
+
+def _collect_nested(opt, model):
+    """Backward each of NestedSlices' three conflicting losses into `opt`; returns each task's flat gradients."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 5, 3, dtype=torch.float64, generator=gen)
+    base = torch.randn(4, 6, dtype=torch.float64, generator=gen)
+    grads = {'weight': [], 'bias': []}
+    opt.zero_grad()
+    for i, loss in enumerate(model.losses(x, [10 * base, -10 * base, 3 * base])):
+        loss.backward()
+        for name in grads:
+            grads[name].append(getattr(model, name).grad.reshape(-1).clone())
+        opt.collect(i)
+    return {name: torch.stack(rows) for name, rows in grads.items()}
+
+
+def test_layer_grams_sum_to_the_model_gram_and_layer_projection_matches_per_parameter_pcgrad():
+    torch.manual_seed(0)
+    model = NestedSlices()
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.05), [model.weight, model.bias], 3,
+                             generator=torch.Generator().manual_seed(2), granularity='layer')
+    grads = _collect_nested(opt, model)
+    grams = opt.layer_gram_matrices()
+    torch.testing.assert_close(grams.sum(0), opt.gram_matrix())
+    for k, name in enumerate(('weight', 'bias')):
+        torch.testing.assert_close(grams[k], grads[name] @ grads[name].t())
+    opt.step()
+    # granularity 'layer': PCGrad on each parameter's gradients alone, drawing its orders from the one generator
+    generator = torch.Generator().manual_seed(2)
+    conflicts = 0
+    for name in ('weight', 'bias'):
+        expected, stats = project_conflicting(grads[name], generator=generator, return_stats=True)
+        torch.testing.assert_close(getattr(model, name).grad.reshape(-1), expected)
+        conflicts += stats.num_conflicts
+    assert opt.last_num_conflicts == conflicts > 0  # the step's count over its parameters, not the last one's
+
+
+def test_layer_granularity_refuses_the_flat_layout_and_unknown_names():
+    model = TwoLayerModel()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="granularity='layer' decides per parameter tensor"):
+        GradientProjection(sgd, [model.a], 2, granularity='layer', layout='flat')
+    with pytest.raises(ValueError, match="Unknown granularity 'tensor'"):
+        GradientProjection(sgd, [model.a], 2, granularity='tensor')
+    opt = GradientProjection(sgd, [model.a, model.b], 2, granularity='layer', layout='auto')
+    assert not opt._uses_flat_layout()  # 'auto' reads blocks for 'layer' on any device
+    assert count_layer_conflicts(None) == (0, 0, 0)

@@ -555,3 +555,15 @@ def test_posterior_distillation_is_zero_for_the_teachers_own_posterior_and_refus
         config_from_dict(dict(method='sfsc_ce_ens', lambda_kd=0, kd_temperature=3))
     with pytest.raises(ValueError, match='temperature must be > 0'):
         posterior_distillation(logits, logits, temperature=-1.0)
+
+
+def test_projection_granularity_is_a_key_of_the_projecting_methods_only():
+    assert config_from_dict(dict(method='sfsc')).projection_granularity == 'model'  # the seed's
+    layerwise = config_from_dict(dict(method='sfsc_ce_ens', projection_granularity='layer'))
+    assert layerwise.projection_granularity == 'layer'
+    with pytest.raises(ConfigError, match="projection_granularity='layer' has no effect: bct_s does not project"):
+        config_from_dict(dict(method='bct_s', projection_granularity='layer'))
+    with pytest.raises(ConfigError, match="sfsc_no_proj does not project gradients; choose one of .*sfsc_ce_ens"):
+        config_from_dict(dict(method='sfsc_no_proj', projection_granularity='layer'))
+    with pytest.raises(ConfigError, match="projection_granularity='tensor'; allowed: model, layer"):
+        config_from_dict(dict(method='sfsc', projection_granularity='tensor'))

@@ -2,9 +2,9 @@
 on a gradient matrix and as GradientProjection, composed around any torch optimizer. """
 from .combination import GradientCombination, PCGrad, Sum, pcgrad_coefficients
 from .gradient_projection import GradientProjection
-from .projection import ProjectionStats, gram_matrix, project_conflicting
+from .projection import ProjectionStats, count_layer_conflicts, gram_matrix, project_conflicting
 
 __all__ = [
-    'GradientCombination', 'GradientProjection', 'PCGrad', 'ProjectionStats', 'Sum', 'gram_matrix',
-    'pcgrad_coefficients', 'project_conflicting',
+    'GradientCombination', 'GradientProjection', 'PCGrad', 'ProjectionStats', 'Sum', 'count_layer_conflicts',
+    'gram_matrix', 'pcgrad_coefficients', 'project_conflicting',
 ]

@@ -25,6 +25,7 @@ __all__ = ['GradientProjection', 'Extent']
 _STATE_KEY = 'gradient_projection'
 _MODES = {'pcgrad': PCGrad, 'sum': Sum}
 _LAYOUTS = ('auto', 'blocks', 'flat')
+_GRANULARITIES = ('model', 'layer')
 
 # leading extent of a task's gradient in every dimension: it is zero outside grad[:e0, :e1, ...]
 Extent = Tuple[int, ...]
@@ -126,6 +127,10 @@ class GradientProjection:
             and ``m`` scaled additions: a handful of kernel launches instead of thousands, best on a GPU), or
             ``'auto'`` (flat on an accelerator, blocks on the CPU). Both give the same update up to rounding (the
             dot products are summed in another order).
+        granularity: What one combination decides over: ``'model'`` (the seed's, and PCGrad's: one decision on the
+            whole shared parameter vector) or ``'layer'`` (one decision per shared parameter tensor, on that tensor's
+            own Gram matrix, as Wang et al. 2021's layer-wise Gradient Vaccine: two tasks may agree on the whole and
+            still pull apart in one layer). ``'layer'`` reads the gradients in blocks whatever the layout.
 
     Attributes:
         optimizer: The wrapped optimizer.
@@ -133,6 +138,9 @@ class GradientProjection:
         last_num_conflicts: Projections made in the last step (0 for a plain sum or a non-finite step).
         num_conflicts_total: Running total of projections.
         num_steps: Number of `step` calls.
+        last_layer_grams: ``(K, m, m)`` float64 CPU Gram matrices of the last step, one per shared parameter (in
+            `shared_params` order), kept as a diagnostic (how often tasks conflict within a layer); None when the
+            last step did not compute them (a plain sum, or the flat layout).
     """
 
     def __init__(
@@ -146,6 +154,7 @@ class GradientProjection:
             combination: Optional[GradientCombination] = None,
             supports: Optional[Mapping[torch.Tensor, Sequence[Any]]] = None,
             layout: str = 'auto',
+            granularity: str = 'model',
     ):
         if num_tasks < 1:
             raise ValueError(f'num_tasks must be >= 1, got {num_tasks}.')
@@ -157,10 +166,17 @@ class GradientProjection:
             raise ValueError('Pass the generator to the combination object, not to GradientProjection.')
         if layout not in _LAYOUTS:
             raise ValueError(f"Unknown layout '{layout}', expected one of {_LAYOUTS}.")
+        if granularity not in _GRANULARITIES:
+            raise ValueError(f"Unknown granularity '{granularity}', expected one of {_GRANULARITIES}.")
+        if granularity == 'layer' and layout == 'flat':
+            raise ValueError("granularity='layer' decides per parameter tensor, so it reads the gradients in blocks: "
+                             "use layout='auto' or 'blocks'.")
         self.optimizer = optimizer
         self.combination = combination
         self.num_tasks = num_tasks
         self.layout = layout
+        self.granularity = granularity
+        self.last_layer_grams: Optional[torch.Tensor] = None
         self.process_group = process_group
 
         shared = list({id(p): p for p in params}.values())
@@ -282,12 +298,12 @@ class GradientProjection:
                                'every backward pass, before step().')
         if self._is_distributed():
             self._all_reduce_grads()
+        self.last_layer_grams = None
         if self._uses_flat_layout():
             self._combine_flat()
         else:
-            weights = self._weights()
-            for k, p in enumerate(self._shared):
-                p.grad = self._combine(k, weights)
+            for k, weights in enumerate(self._block_weights()):
+                self._shared[k].grad = self._combine(k, weights)
         self._grads = self._empty()
         self.num_steps += 1
 
@@ -302,21 +318,39 @@ class GradientProjection:
 
     # --- internals ---
 
-    def _weights(self, gram: Optional[torch.Tensor] = None) -> List[float]:
-        if not self.combination.needs_gram:
-            return self.combination.weights(None, self.num_tasks).tolist()
-        gram = self.gram_matrix() if gram is None else gram
+    def _weights(self, gram: torch.Tensor) -> List[float]:
         if not bool(torch.isfinite(gram).all()):
             # no projection of garbage: hand on the non-finite sum, so a grad scaler skips the step and backs off
             self.combination.skip()
             return [1.0] * self.num_tasks
         return self.combination.weights(gram, self.num_tasks).tolist()
 
+    def _block_weights(self) -> List[List[float]]:
+        """The tasks' weights for each shared parameter: one decision for all of them (granularity ``'model'``) or
+        one per parameter (``'layer'``)."""
+        num_params = len(self._shared)
+        if not self.combination.needs_gram:
+            return [self.combination.weights(None, self.num_tasks).tolist()] * num_params
+        terms = self._gram_terms()
+        grams = self.last_layer_grams = self._layer_grams(*terms)
+        if self.granularity == 'model':
+            return [self._weights(self._model_gram(*terms))] * num_params
+        if not bool(torch.isfinite(grams).all()):
+            self.combination.skip()
+            return [[1.0] * self.num_tasks] * num_params
+        weights, num_conflicts = [], 0
+        for gram in grams:
+            weights.append(self._weights(gram))
+            num_conflicts += self.combination.last_num_conflicts
+        self.combination.last_num_conflicts = num_conflicts  # the step's, not the last parameter's
+        return weights
+
     @torch.no_grad()
-    def gram_matrix(self) -> torch.Tensor:
-        """``(m, m)`` float64 CPU Gram matrix of the collected task gradients, reading only their supports."""
+    def _gram_terms(self) -> Tuple[List[int], List[int], torch.Tensor]:
+        """Every ``g_i . g_j`` (``i <= j``) of every shared parameter ``k``, on the tasks' common support: the
+        lists of ``k`` and ``i * m + j``, and the float64 CPU dot products."""
         m = self.num_tasks
-        pairs, terms = [], []
+        params, pairs, terms = [], [], []
         for k in range(len(self._shared)):
             for i in range(m):
                 a = self._grads[i][k]
@@ -327,16 +361,42 @@ class GradientProjection:
                     if b is None:
                         continue
                     common = tuple(map(min, self._extents[k][i], self._extents[k][j]))
+                    params.append(k)
                     pairs.append(i * m + j)
                     terms.append(_block_dot(a, b, common).double())
+        # one transfer from the device for all the dot products
+        dots = torch.stack(terms).cpu() if terms else torch.zeros(0, dtype=torch.float64)
+        return params, pairs, dots
+
+    def _model_gram(self, params: List[int], pairs: List[int], dots: torch.Tensor) -> torch.Tensor:
+        m = self.num_tasks
         gram = torch.zeros(m * m, dtype=torch.float64)
-        if terms:  # one transfer from the device for all the dot products
-            gram.index_add_(0, torch.tensor(pairs), torch.stack(terms).cpu())
+        if pairs:
+            gram.index_add_(0, torch.tensor(pairs), dots)
         gram = gram.view(m, m)
         return torch.triu(gram) + torch.triu(gram, 1).t()
 
+    def _layer_grams(self, params: List[int], pairs: List[int], dots: torch.Tensor) -> torch.Tensor:
+        m, num_params = self.num_tasks, len(self._shared)
+        grams = torch.zeros(num_params * m * m, dtype=torch.float64)
+        if pairs:
+            grams.index_add_(0, torch.tensor(params) * (m * m) + torch.tensor(pairs), dots)
+        grams = grams.view(num_params, m, m)
+        return torch.triu(grams) + torch.triu(grams, 1).transpose(1, 2)
+
+    @torch.no_grad()
+    def gram_matrix(self) -> torch.Tensor:
+        """``(m, m)`` float64 CPU Gram matrix of the collected task gradients, reading only their supports."""
+        return self._model_gram(*self._gram_terms())
+
+    @torch.no_grad()
+    def layer_gram_matrices(self) -> torch.Tensor:
+        """``(K, m, m)`` float64 CPU Gram matrices of the collected task gradients, one per shared parameter (in
+        `shared_params` order), reading only the tasks' supports; they sum to :meth:`gram_matrix`."""
+        return self._layer_grams(*self._gram_terms())
+
     def _uses_flat_layout(self) -> bool:
-        if self.layout != 'auto':
+        if self.layout != 'auto' or self.granularity == 'layer':
             return self.layout == 'flat'
         return self._shared[0].device.type != 'cpu' and len({p.dtype for p in self._shared}) == 1
 
@@ -361,8 +421,10 @@ class GradientProjection:
         self._grads = self._empty()  # the rows hold the gradients now; free the originals before the sum is formed
         m = self.num_tasks
         # plain dot products, not a matrix product, which TF32 settings would round
-        gram = gram_matrix(flat, pairwise=True).double().cpu() if self.combination.needs_gram else None
-        weights = self._weights(gram)
+        if self.combination.needs_gram:
+            weights = self._weights(gram_matrix(flat, pairwise=True).double().cpu())
+        else:
+            weights = self.combination.weights(None, m).tolist()
         combined = flat[0].mul_(weights[0])
         for i in range(1, m):
             if weights[i] != 0.0:

@@ -16,7 +16,7 @@ import torch
 
 from .combination import pcgrad_coefficients
 
-__all__ = ['ProjectionStats', 'project_conflicting', 'gram_matrix']
+__all__ = ['ProjectionStats', 'project_conflicting', 'gram_matrix', 'count_layer_conflicts']
 
 
 @dataclass
@@ -89,3 +89,25 @@ def project_conflicting(
     if return_stats:
         return update, ProjectionStats(num_conflicts=num_conflicts, coefficients=coefficients)
     return update
+
+
+def count_layer_conflicts(grams: Optional[torch.Tensor], task: int = 0) -> Tuple[int, int, int]:
+    """How often tasks pull a layer apart, from per-parameter Gram matrices.
+
+    Args:
+        grams: ``(K, m, m)`` Gram matrices, one per parameter (`GradientProjection.last_layer_grams`), or None.
+        task: The task whose conflicts are also counted apart (the trainer's widest width is task 0).
+
+    Returns:
+        (pairs compared, pairs with a negative dot product, of those the ones involving `task`): over every parameter
+        and every pair ``i < j`` of tasks that both reached it (non-zero gradients). Zeros when `grams` is None.
+    """
+    if grams is None:
+        return 0, 0, 0
+    m = grams.shape[-1]
+    i, j = torch.triu_indices(m, m, offset=1)
+    norms = grams.diagonal(dim1=-2, dim2=-1)
+    compared = (norms[:, i] > 0) & (norms[:, j] > 0)
+    negative = compared & (grams[:, i, j] < 0)
+    with_task = (i == task) | (j == task)
+    return int(compared.sum()), int(negative.sum()), int(negative[:, with_task].sum())

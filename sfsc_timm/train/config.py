@@ -31,6 +31,7 @@ __all__ = [
 DEFAULT_EXPERIMENT = 'sfsc_resnet18_fashion_mnist'
 SAMPLERS = ('random', 'pk')
 PRIORITIES = ('uncertainty', 'relative', 'uniform')
+PROJECTION_GRANULARITIES = ('model', 'layer')
 AMP_DTYPES = ('float16', 'bfloat16')
 # timm.scheduler.create_scheduler_v2's schedules that step on epochs / updates without a validation metric
 SCHEDULES = ('cosine', 'tanh', 'step', 'multistep', 'poly', 'constant')
@@ -66,6 +67,9 @@ class TrainConfig:
     # width priorities of the sfsc methods: uncertainty (the seed's), relative (the same ratios, the widest width's
     # weight held at 1) or uniform; null takes the method's own (sfsc_ce_ens: relative; the others: uncertainty)
     priority: Optional[str] = None
+    # what the sfsc methods' gradient projection decides over: model (the seed's: the widths' whole shared gradients)
+    # or layer (each shared parameter tensor on its own); null: the method's own (model)
+    projection_granularity: Optional[str] = None
     # the uncertainty loss's settings: null takes the method's own (sfsc: the seed's softplus evidence and KL weight 1
     # reached after 10 epochs; sfsc_exp: exp evidence, no KL term; sfsc_ipd: as sfsc_exp plus in-place distillation;
     # sfsc_ce / sfsc_ce_ens: cross-entropy, exp evidence for the priorities' uncertainty, lambda_kd 0.5)
@@ -226,9 +230,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             aligning = sorted(name for name, m in METHODS.items() if m.aligns_widths)
             raise ConfigError(f'{key} applies to the method(s) {", ".join(aligning)}, not to {cfg.method}; set '
                               f'{key}: 0 or null, or choose one of those methods.')
-    choices = dict(priority=PRIORITIES, sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS,
-                   evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES, triplet_feature=TRIPLET_FEATURES,
-                   last_stride=LAST_STRIDES)
+    choices = dict(priority=PRIORITIES, projection_granularity=PROJECTION_GRANULARITIES, sampler=SAMPLERS,
+                   amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS, evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES,
+                   triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(map(str, allowed))}.')
@@ -257,6 +261,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'recipe key kd_temperature={cfg.kd_temperature:g} has no effect: there is no distillation '
                           f'(lambda_kd is 0 for {cfg.method}); set lambda_kd > 0 on sfsc_ce / sfsc_ce_ens, or '
                           'kd_temperature: null.')
+    if cfg.projection_granularity != 'model' and not method.projects_gradients:
+        projecting = sorted(name for name, m in METHODS.items() if m.projects_gradients)
+        raise ConfigError(f'recipe key projection_granularity={cfg.projection_granularity!r} has no effect: '
+                          f'{cfg.method} does not project gradients; choose one of {", ".join(projecting)}, or set '
+                          'projection_granularity: null.')
     if not 0 < cfg.val_fraction < 1:
         raise ConfigError(f'recipe key val_fraction must be in (0, 1), got {cfg.val_fraction}.')
     if cfg.sampler == 'pk' and cfg.batch_size != cfg.pk_p * cfg.pk_k:

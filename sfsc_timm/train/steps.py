@@ -17,7 +17,7 @@ from ..losses import (
     embedding_regression, evidence_to_alpha, posterior_distillation, width_priorities,
 )
 from ..models import ModelKind, model_kind
-from ..optim import GradientProjection
+from ..optim import GradientProjection, count_layer_conflicts
 from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
 from .params import shared_params, width_gradient_supports
 from .registry import METHODS, register_method
@@ -35,6 +35,11 @@ class StepResult:
         width_losses: Each width's loss before its priority, widest first.
         priorities: Each width's priority (ones when the method has none), widest first.
         num_conflicts: Gradient pairs projected this step (0 without projection).
+        layer_pairs: ``(shared parameter, pair of widths)`` whose gradients were compared this step (0: none were,
+            as without projection or in the flat layout), the diagnostic of the next two.
+        layer_conflicts: How many of those pairs had a negative dot product: the widths pulled that layer apart,
+            whether or not the projection acted on it.
+        layer_conflicts_widest: How many of those involved the widest width.
         skipped: The loss was non-finite on some rank, so nothing was updated.
         uncertainties: Each width's mean Dirichlet uncertainty ``u = C / S`` (methods with the uncertainty loss).
     """
@@ -42,6 +47,9 @@ class StepResult:
     width_losses: List[float] = field(default_factory=list)
     priorities: List[float] = field(default_factory=list)
     num_conflicts: int = 0
+    layer_pairs: int = 0
+    layer_conflicts: int = 0
+    layer_conflicts_widest: int = 0
     skipped: bool = False
     uncertainties: List[float] = field(default_factory=list)
 
@@ -73,8 +81,10 @@ class TrainStep:
     # recipe keys left null take these: the uncertainty loss as the seed states it (docs/design.md, "The SFSC step":
     # softplus evidence, KL weight 1 reached after 10 epochs), no in-place distillation
     defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0,
-                                       lambda_kd=0.0, kd_temperature=1.0, priority='uncertainty')
+                                       lambda_kd=0.0, kd_temperature=1.0, priority='uncertainty',
+                                       projection_granularity='model')
     aligns_widths = False  # whether lambda_align / lambda_kd (in-place distillation) mean anything to this method
+    projects_gradients = False  # whether projection_granularity means anything to this method
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         if not getattr(net, 'num_classes', 0):
@@ -182,6 +192,7 @@ class SFSCStep(TrainStep):
     """
     use_uncertainty = True
     projection_mode = 'pcgrad'
+    projects_gradients = True
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         super().__init__(net, cfg, dist_info)
@@ -198,7 +209,8 @@ class SFSCStep(TrainStep):
         # a narrow width's gradient lives in the leading block of each shared weight: the projection reads only that
         return GradientProjection(inner, shared_params(self.net), num_tasks=len(self.widths), generator=generator,
                                   projection_mode=self.projection_mode,
-                                  supports=width_gradient_supports(self.net, self.widths))
+                                  supports=width_gradient_supports(self.net, self.widths),
+                                  granularity=self.cfg.projection_granularity)
 
     def width_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float
                      ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
@@ -267,9 +279,13 @@ class SFSCStep(TrainStep):
         opt.step(grad_scaler=self.scaler, clip_grad=self.cfg.clip_grad)
         if self.scaler is not None:
             self.scaler.update()
+        # the widest width is task 0: its conflicts are what could cost the full width accuracy
+        layer_pairs, layer_conflicts, layer_conflicts_widest = count_layer_conflicts(opt.last_layer_grams, task=0)
         return StepResult(loss=float((priorities.to(values) * values).sum()), width_losses=values.tolist(),
                           priorities=priorities.tolist(), num_conflicts=opt.last_num_conflicts,
-                          uncertainties=[float(u) for u in uncertainties if u is not None])
+                          uncertainties=[float(u) for u in uncertainties if u is not None],
+                          layer_pairs=layer_pairs, layer_conflicts=layer_conflicts,
+                          layer_conflicts_widest=layer_conflicts_widest)
 
 
 @register_method('sfsc_exp')
@@ -345,6 +361,7 @@ class SFSCCrossEntropyEnsembleStep(SFSCCrossEntropyStep):
 class SFSCNoProjectionStep(SFSCStep):
     """Ablation: the uncertainty loss and priorities, but the per-width gradients are summed, not projected."""
     projection_mode = 'sum'
+    projects_gradients = False
 
 
 @register_method('sfsc_no_unc')

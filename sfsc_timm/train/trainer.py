@@ -166,6 +166,7 @@ class Trainer:
         loss_meter = AverageMeter()
         width_meters: Dict[str, List[AverageMeter]] = {}  # per-width means of what the step reports
         conflicts, skipped = 0, 0
+        layer_counts = dict(layer_pairs=0, layer_conflicts=0, layer_conflicts_widest=0)
         num_updates = epoch * self.updates_per_epoch
         bar = tqdm(self.data.loader, desc=f'epoch {epoch + 1}/{self.total_epochs}', leave=False,
                    disable=not (self.primary and self.cfg.progress), dynamic_ncols=True)
@@ -192,14 +193,18 @@ class Trainer:
                 for meter, value in zip(meters, values):
                     meter.update(value)
             conflicts += result.num_conflicts
+            for key in layer_counts:
+                layer_counts[key] += getattr(result, key)
             self.scheduler.step_update(num_updates=num_updates)
             bar.set_postfix(loss=f'{result.loss:.3f}', conflicts=result.num_conflicts,
                             lr=f'{self.step.optimizer.param_groups[0]["lr"]:.3g}')
         bar.close()
         # widest first, as the step reports them; uncertainties only for methods with the uncertainty loss
         per_width = {key: [round(m.avg, 6) for m in meters] for key, meters in width_meters.items() if meters}
+        # layer_*: how often the widths' gradients of one shared parameter pulled apart (methods that compare them)
+        measured = layer_counts if layer_counts['layer_pairs'] else {}
         return dict(train_loss=loss_meter.avg, conflicts=conflicts, skipped_steps=skipped,
-                    lr=self.step.optimizer.param_groups[0]['lr'], **per_width)
+                    lr=self.step.optimizer.param_groups[0]['lr'], **per_width, **measured)
 
     def _divergence_advice(self) -> str:
         # advice the resume check accepts: clip_grad may change on --resume (RESUME_ADJUSTABLE_KEYS), lr may not
