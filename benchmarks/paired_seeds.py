@@ -22,25 +22,18 @@ from typing import Callable, Dict, List
 import torch
 
 from sfsc_timm.atomic_io import write_json_atomically
+from sfsc_timm.eval import diagonal_and_cross_width_means
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _diagonal_mean(m: torch.Tensor) -> float:
-    return float(m.diagonal().mean())
-
-
-def _cross_mean(m: torch.Tensor) -> float:
-    return float(m[~torch.eye(len(m), dtype=torch.bool)].mean())
 
 
 # quantity -> its value (mAP %) from one run's compatibility matrix (widths ascending)
 QUANTITIES: Dict[str, Callable[[torch.Tensor], float]] = {
     'full_width': lambda m: float(m[-1, -1]),
     'mean_of_matrix': lambda m: float(m.mean()),
-    'diagonal_mean': _diagonal_mean,
-    'cross_mean': _cross_mean,
-    'gap': lambda m: _diagonal_mean(m) - _cross_mean(m),
+    'diagonal_mean': lambda m: diagonal_and_cross_width_means(m)[0],
+    'cross_mean': lambda m: diagonal_and_cross_width_means(m)[1],
+    'gap': lambda m: diagonal_and_cross_width_means(m)[0] - diagonal_and_cross_width_means(m)[1],
     'narrowest_to_full_gallery_gain': lambda m: float(m[0, -1] - m[0, 0]),
 }
 

@@ -27,7 +27,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from sfsc_timm.atomic_io import write_json_atomically, write_text_atomically
-from sfsc_timm.eval import format_compatibility_table, parameter_share_label, plot_compatibility_heatmap
+from sfsc_timm.eval import (
+    format_compatibility_table, parameter_share_label, plot_compatibility_heatmap, summarize_compatibility,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
@@ -136,13 +138,11 @@ def mean_std(values: List[float]) -> str:
     return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}'
 
 
-def matrix_summary(matrix: List[List[float]]) -> Dict[str, float]:
+def matrix_summary(matrix: List[List[float]], widths: List[float]) -> Dict[str, float]:
     """Diagonal mean (own gallery), cross-width mean, and whether the narrowest width's row is self-compatible."""
-    n = len(matrix)
-    diagonal = [matrix[i][i] for i in range(n)]
-    cross = [matrix[i][j] for i in range(n) for j in range(n) if i != j]
-    return dict(diagonal_mean=statistics.mean(diagonal), cross_mean=statistics.mean(cross),
-                narrowest_row_self_compatible=all(matrix[0][g] >= matrix[0][0] for g in range(1, n)))
+    summary = summarize_compatibility(matrix, widths)
+    return dict(diagonal_mean=summary['diagonal_mean'], cross_mean=summary['cross_width_mean'],
+                narrowest_row_self_compatible=all(query != widths[0] for query, _ in summary['violations']))
 
 
 def build_table(results: Dict[str, Dict[int, Dict]]) -> Dict:
@@ -152,7 +152,7 @@ def build_table(results: Dict[str, Dict[int, Dict]]) -> Dict:
         widths = runs[0]['widths']
         index = {w: i for i, w in enumerate(widths)}
         matrices = torch.tensor([r['matrix'] for r in runs])
-        summaries = [matrix_summary(r['matrix']) for r in runs]
+        summaries = [matrix_summary(r['matrix'], widths) for r in runs]
         rows[method] = dict(
             label=ROWS[method][2], method=ROWS[method][0], args=ROWS[method][1], seeds=sorted(by_seed), widths=widths,
             mean_matrix=matrices.mean(0).tolist(),

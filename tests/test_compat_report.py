@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sfsc_timm.eval import (
-    format_compatibility_table, parameter_share_label, plot_compatibility_heatmap, summarize_compatibility,
+    diagonal_and_cross_width_means, format_compatibility_table, parameter_share_label, plot_compatibility_heatmap,
+    summarize_compatibility,
 )
 
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -40,6 +41,18 @@ def test_summary_by_hand():
     assert summary['violations'] == [(0.25, 0.75), (0.5, 1.0)]
     assert summary['matrix'] == MATRIX
     assert summary['widths'] == list(WIDTHS)
+    # diagonal 0.5 + 0.6 + 0.7 + 0.8 = 2.6 -> 0.65; the other 12 entries sum to 8.44 - 2.6 = 5.84 -> 0.48667
+    assert summary['diagonal_mean'] == pytest.approx(0.65)
+    assert summary['cross_width_mean'] == pytest.approx(5.84 / 12)
+
+
+def test_diagonal_and_cross_width_means_keep_the_units_and_refuse_non_square_matrices():
+    percent = torch.tensor(MATRIX) * 100  # the benchmarks compare runs in mAP %
+    diagonal, cross = diagonal_and_cross_width_means(percent)
+    assert diagonal == pytest.approx(65.0) and cross == pytest.approx(584 / 12)
+    assert diagonal_and_cross_width_means([[0.7]]) == (pytest.approx(0.7), None)  # one width: nothing across
+    with pytest.raises(ValueError, match=r'square \(m, m\) matrix, got shape \(2, 3\)'):
+        diagonal_and_cross_width_means([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
 
 
 def test_summary_accepts_tensors_and_arrays_and_passes_a_compatible_matrix():

@@ -2,7 +2,8 @@
 from pathlib import Path
 
 from .compat_report import (
-    format_compatibility_table, parameter_share_label, plot_compatibility_heatmap, summarize_compatibility,
+    diagonal_and_cross_width_means, format_compatibility_table, parameter_share_label, plot_compatibility_heatmap,
+    summarize_compatibility,
 )
 from .retrieval import rank_metrics_from_distances, retrieval_metrics
 

@@ -8,14 +8,14 @@ SFSC paper: `φ_1/16, φ_1/4, φ_9/16, φ`.
 import numbers
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..atomic_io import write_file_atomically
 
-__all__ = ['parameter_share_label', 'summarize_compatibility', 'format_compatibility_table',
-           'plot_compatibility_heatmap']
+__all__ = ['parameter_share_label', 'summarize_compatibility', 'diagonal_and_cross_width_means',
+           'format_compatibility_table', 'plot_compatibility_heatmap']
 
 _CORNER = 'query \\ gallery'
 
@@ -59,6 +59,18 @@ def _as_matrix(matrix: Any, widths: Sequence[float]) -> np.ndarray:
     return values
 
 
+def diagonal_and_cross_width_means(matrix: Any) -> Tuple[float, Optional[float]]:
+    """(mean of the diagonal: each width on its own gallery, mean of the off-diagonal entries: across widths, None for
+    a single width) of a square matrix, in its own units; their difference is the matrix's compatibility gap."""
+    if hasattr(matrix, 'detach'):  # torch tensor, without importing torch here
+        matrix = matrix.detach().cpu().numpy()
+    values = np.asarray(matrix, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] != values.shape[1] or values.size == 0:
+        raise ValueError(f'Expected a square (m, m) matrix, got shape {values.shape}.')
+    off_diagonal = ~np.eye(len(values), dtype=bool)
+    return float(values.diagonal().mean()), (float(values[off_diagonal].mean()) if off_diagonal.any() else None)
+
+
 def summarize_compatibility(matrix: Any, widths: Sequence[float]) -> Dict[str, Any]:
     """Mean of the matrix and the self-compatibility criterion `M[q][g] >= M[q][q]` for every g wider than q.
 
@@ -67,9 +79,9 @@ def summarize_compatibility(matrix: Any, widths: Sequence[float]) -> Dict[str, A
         widths: The m widths, ascending.
 
     Returns:
-        Dict with `mean` (float), `self_compatible` (bool), `violations` (list of `(query_width, gallery_width)`
-        pairs where the wider gallery scores below the query model's own gallery), `matrix` (nested list of floats)
-        and `widths` (list).
+        Dict with `mean` (float), `diagonal_mean` and `cross_width_mean` (:func:`diagonal_and_cross_width_means`),
+        `self_compatible` (bool), `violations` (list of `(query_width, gallery_width)` pairs where the wider gallery
+        scores below the query model's own gallery), `matrix` (nested list of floats) and `widths` (list).
     """
     values = _as_matrix(matrix, widths)
     widths = [float(w) for w in widths]
@@ -78,8 +90,11 @@ def summarize_compatibility(matrix: Any, widths: Sequence[float]) -> Dict[str, A
         for q in range(len(widths)) for g in range(q + 1, len(widths))
         if values[q, g] < values[q, q]
     ]
+    diagonal_mean, cross_width_mean = diagonal_and_cross_width_means(values)
     return {
         'mean': float(values.mean()),
+        'diagonal_mean': diagonal_mean,
+        'cross_width_mean': cross_width_mean,
         'self_compatible': not violations,
         'violations': violations,
         'matrix': values.tolist(),
