@@ -1,0 +1,74 @@
+""" How often the widths' gradients pull apart, on the whole shared vector and layer by layer, per training epoch.
+
+The seed's projection (PCGrad on the whole shared gradient, docs/design.md) acts only when two widths' whole gradients
+have a negative dot product. Two widths may agree on the whole and still pull one layer apart; the trainer logs both
+counts for every SFSC run (`metrics.jsonl`: `conflicts`, `layer_pairs`, `layer_conflicts`,
+`layer_conflicts_widest`). This script tabulates them for the runs of `benchmarks/paper_table.py` rows.
+
+    python benchmarks/layer_conflicts.py --folder benchmarks/results/open_set_6_epochs --rows sfsc_ce_ens \
+        sfsc_ce_ens_layer --output benchmarks/results/layer_conflicts_6_epochs.json
+"""
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List
+
+from sfsc_timm.atomic_io import write_json_atomically
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--folder', type=Path, nargs='+', required=True,
+                        help='paper_table.py output folder(s): runs/ROW/seed_S/metrics.jsonl are read')
+    parser.add_argument('--rows', nargs='+', required=True, help='table rows, e.g. sfsc_ce_ens sfsc_ce_ens_layer')
+    parser.add_argument('--output', type=Path, required=True, help='JSON file to write')
+    return parser.parse_args()
+
+
+def epoch_counts(record: Dict, num_widths: int) -> Dict:
+    """One epoch's counts and shares (None where the run did not compare layers)."""
+    pairs = record.get('layer_pairs', 0)
+    # of a parameter's m (m - 1) / 2 width pairs, m - 1 involve the widest width
+    widest_pairs = pairs * 2 / num_widths
+    return dict(
+        epoch=record['epoch'], projections=record['conflicts'], layer_pairs=pairs or None,
+        layer_conflicts=record.get('layer_conflicts'), layer_conflicts_widest=record.get('layer_conflicts_widest'),
+        layer_conflict_share=record['layer_conflicts'] / pairs if pairs else None,
+        widest_layer_conflict_share=record['layer_conflicts_widest'] / widest_pairs if pairs else None)
+
+
+def read_runs(folders: List[Path], row: str) -> Dict[str, List[Dict]]:
+    runs = {}
+    for folder in folders:
+        for log in sorted((folder / 'runs' / row).glob('seed_*/metrics.jsonl')):
+            seed = log.parent.name
+            if seed in runs:
+                raise SystemExit(f'{row} {seed} is in more than one of the folders; pass each seed once.')
+            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            num_widths = len(records[0]['width_losses'])
+            runs[seed] = dict(epochs=[epoch_counts(r, num_widths) for r in records],
+                              finished=(log.parent / 'export' / 'metrics.json').is_file())
+    if not runs:
+        raise SystemExit(f'no runs of {row} under {", ".join(map(str, folders))} (runs/{row}/seed_*/metrics.jsonl).')
+    return runs
+
+
+def main() -> int:
+    args = parse_args()
+    result = dict(folders=[str(f) for f in args.folder], rows={row: read_runs(args.folder, row) for row in args.rows})
+    for row, runs in result['rows'].items():
+        for seed, run in runs.items():
+            print(f'{row} {seed}{"" if run["finished"] else " (unfinished)"}')
+            for e in run['epochs']:
+                share = '-' if e['layer_conflict_share'] is None else f'{100 * e["layer_conflict_share"]:.1f}%'
+                widest = '-' if e['widest_layer_conflict_share'] is None else \
+                    f'{100 * e["widest_layer_conflict_share"]:.1f}%'
+                print(f'  epoch {e["epoch"]}: projections {e["projections"]:6d}  layer pairs in conflict {share:>6s}'
+                      f'  of those with the widest width {widest:>6s}')
+    write_json_atomically(args.output, result)
+    print(f'written to {args.output}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
