@@ -6,6 +6,8 @@ other processes hits them alike; the median is reported:
 
 * ``sfsc``: the trainer's SFSC step: 4 forwards, priorities, 4 backwards each collected by GradientProjection, the
   combination from the Gram matrix, the optimizer step;
+* ``sfsc_layer``: the same step with ``projection_granularity: layer`` (one PCGrad decision per shared parameter
+  tensor instead of one for the whole gradient);
 * ``sum``: the same 4 forwards and losses, their sum, one backward, the same optimizer step;
 * ``width_<w>``: one forward + backward + step at width w alone.
 
@@ -74,7 +76,8 @@ class BookkeepingTimer:
 
     def __init__(self, projection: GradientProjection):
         self.seconds = self.cpu_seconds = 0.0
-        for name in ('collect', 'gram_matrix', '_combine'):
+        # what the step calls: the collection, the Gram matrices and the decisions, the weighted sums
+        for name in ('collect', '_block_weights', '_combine'):
             setattr(projection, name, self._timed(getattr(projection, name)))
 
     def _timed(self, method: Callable) -> Callable:
@@ -109,18 +112,26 @@ def main() -> None:
     step = create_train_step(cfg, net, DistInfo())
     images = torch.randn(args.batch_size, 3, args.height, args.width)
     labels = torch.randint(0, args.num_classes, (args.batch_size,))
-    conflicts: List[int] = []
-    bookkeeping: List[float] = []
-    bookkeeping_cpu: List[float] = []
     timer = BookkeepingTimer(step.optimizer)
+    # per SFSC variant: projections per step, and the bookkeeping's wall and CPU seconds per step
+    conflicts: Dict[str, List[int]] = {'sfsc': [], 'sfsc_layer': []}
+    bookkeeping: Dict[str, List[float]] = {'sfsc': [], 'sfsc_layer': []}
+    bookkeeping_cpu: Dict[str, List[float]] = {'sfsc': [], 'sfsc_layer': []}
 
-    def sfsc(images: torch.Tensor, labels: torch.Tensor) -> None:
-        timer.seconds = timer.cpu_seconds = 0.0
-        conflicts.append(step(images, labels, 1.0).num_conflicts)
-        bookkeeping.append(timer.seconds)
-        bookkeeping_cpu.append(timer.cpu_seconds)
+    def sfsc_step(name: str, granularity: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
+        def run(images: torch.Tensor, labels: torch.Tensor) -> None:
+            timer.seconds = timer.cpu_seconds = 0.0
+            step.optimizer.granularity = granularity  # the one setting the two variants differ in
+            try:
+                conflicts[name].append(step(images, labels, 1.0).num_conflicts)
+            finally:
+                step.optimizer.granularity = 'model'
+            bookkeeping[name].append(timer.seconds)
+            bookkeeping_cpu[name].append(timer.cpu_seconds)
+        return run
 
-    variants: Dict[str, Callable] = {'sfsc': sfsc, 'sum': summed_step(step)}
+    variants: Dict[str, Callable] = {'sfsc': sfsc_step('sfsc', 'model'), 'sfsc_layer': sfsc_step('sfsc_layer', 'layer'),
+                                     'sum': summed_step(step)}
     variants.update({f'width_{w:g}': single_width_step(step, w) for w in sorted(cfg.widths)})
     times: Dict[str, List[float]] = {name: [] for name in variants}
     cpu_times: Dict[str, List[float]] = {name: [] for name in variants}
@@ -139,8 +150,11 @@ def main() -> None:
     cpu_median = {name: statistics.median(t) for name, t in cpu_times.items()}
     ratio = median['sfsc'] / median['sum']
     cpu_ratio = cpu_median['sfsc'] / cpu_median['sum']
-    bookkeeping_s = statistics.median(bookkeeping[1:])  # without the warm-up round
-    bookkeeping_cpu_s = statistics.median(bookkeeping_cpu[1:])
+    layer_ratio = median['sfsc_layer'] / median['sum']
+    layer_cpu_ratio = cpu_median['sfsc_layer'] / cpu_median['sum']
+    bookkeeping_s = statistics.median(bookkeeping['sfsc'][1:])  # without the warm-up round
+    bookkeeping_cpu_s = statistics.median(bookkeeping_cpu['sfsc'][1:])
+    layer_bookkeeping_s = statistics.median(bookkeeping['sfsc_layer'][1:])
     rows = [(name, median[name], min(times[name]), max(times[name])) for name in variants]
     print(f'\n{args.model} {args.height}x{args.width}, batch {args.batch_size}, widths {cfg.widths}, '
           f'{torch.get_num_threads()} threads, {args.repeats} rounds')
@@ -150,7 +164,10 @@ def main() -> None:
     print(f'sfsc / sum = {ratio:.3f} wall clock, {cpu_ratio:.3f} CPU time (target <= {TARGET_RATIO}); gradient '
           f'bookkeeping in the sfsc step {bookkeeping_s:.3f} s = {bookkeeping_s / median["sum"]:.3f} of the summed '
           f'step ({bookkeeping_cpu_s / cpu_median["sum"]:.3f} in CPU time); load average {load_before[0]:.1f} -> '
-          f'{os.getloadavg()[0]:.1f}; projections per sfsc step: {conflicts}')
+          f'{os.getloadavg()[0]:.1f}; projections per sfsc step: {conflicts["sfsc"]}')
+    print(f'sfsc_layer / sum = {layer_ratio:.3f} wall clock, {layer_cpu_ratio:.3f} CPU time; its bookkeeping '
+          f'{layer_bookkeeping_s:.3f} s = {layer_bookkeeping_s / median["sum"]:.3f} of the summed step; projections '
+          f'per step: {conflicts["sfsc_layer"]}')
 
     result = dict(
         benchmark='train_step', model=args.model, input_size=[3, args.height, args.width], batch_size=args.batch_size,
@@ -160,7 +177,10 @@ def main() -> None:
         target_ratio=TARGET_RATIO, meets_target=max(ratio, cpu_ratio) <= TARGET_RATIO,
         bookkeeping_median_s=bookkeeping_s, bookkeeping_over_sum=bookkeeping_s / median['sum'],
         bookkeeping_cpu_median_s=bookkeeping_cpu_s, bookkeeping_over_sum_cpu=bookkeeping_cpu_s / cpu_median['sum'],
-        bookkeeping_s=bookkeeping[1:], conflicts_per_step=conflicts,
+        bookkeeping_s=bookkeeping['sfsc'][1:], conflicts_per_step=conflicts['sfsc'],
+        ratio_sfsc_layer_over_sum=layer_ratio, ratio_sfsc_layer_over_sum_cpu=layer_cpu_ratio,
+        layer_bookkeeping_median_s=layer_bookkeeping_s, layer_bookkeeping_over_sum=layer_bookkeeping_s / median['sum'],
+        layer_bookkeeping_s=bookkeeping['sfsc_layer'][1:], layer_conflicts_per_step=conflicts['sfsc_layer'],
         load_average=dict(before=load_before, after=os.getloadavg()),
         machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
                      torch=torch.__version__),
