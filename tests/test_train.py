@@ -289,6 +289,22 @@ def test_resume_with_another_recipe_names_the_differing_keys(tmp_path):
         resolve_run(['--resume', str(tmp_path / 'nothing')])
 
 
+def test_a_checkpoint_written_before_a_recipe_key_existed_resumes_with_that_keys_default(tmp_path):
+    assert main(tiny_args(tmp_path, 'run', 2, '--stop-after', '1')) == 0
+    state_file = tmp_path / 'run' / 'checkpoints' / 'last' / 'training_state.pt'
+    state = torch.load(state_file, weights_only=True)
+    for key in ('kd_temperature', 'projection_granularity'):  # keys later than the run, as an older version wrote it
+        del state['config'][key]
+    torch.save(state, state_file)
+    cfg, _, _, _ = resolve_run(['--resume', str(tmp_path / 'run')])
+    assert cfg.kd_temperature == 1.0 and cfg.projection_granularity == 'model'
+    # a value other than the default is still a different recipe
+    with pytest.raises(ConfigError, match=r"differing keys: projection_granularity: checkpoint 'model' vs now 'layer'"):
+        resolve_run(['--resume', str(tmp_path / 'run'), '--projection-granularity', 'layer'])
+    assert main(['--resume', str(tmp_path / 'run')]) == 0
+    assert (tmp_path / 'run' / 'export' / 'model.safetensors').is_file()
+
+
 def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     original = SFSCStep.own_loss
     calls = {'n': 0}

@@ -50,6 +50,9 @@ def resolve_run(argv: Optional[List[str]] = None) -> Tuple[TrainConfig, Optional
         run_dir = folder.parent.parent if folder.parent.name == 'checkpoints' else Path(saved.get('output') or '.')
         given['output'] = str(run_dir)
     cfg = config_from_dict(given if extra.config else {**saved, **given}, where=extra.config or 'command line')
+    # a key added to the recipe after the checkpoint was written is missing from its config; the checkpoint ran with
+    # that key's default (a new key's default always reproduces what the code did before it existed)
+    saved = {**config_from_dict(dict(saved), where=f'{folder} (its config)').to_dict(), **saved}
     differences = config_differences(saved, cfg.to_dict(), ignore=RUNTIME_KEYS | RESUME_ADJUSTABLE_KEYS)
     if differences:
         raise ConfigError(
