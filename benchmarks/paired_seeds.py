@@ -15,6 +15,7 @@ JSON to `benchmarks/results/paired_seeds_<A>_vs_<B>.json`.
 import argparse
 import itertools
 import json
+import operator
 import statistics
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -26,14 +27,13 @@ from sfsc_timm.eval import diagonal_and_cross_width_means
 
 REPO = Path(__file__).resolve().parents[1]
 
-
 # quantity -> its value (mAP %) from one run's compatibility matrix (widths ascending)
 QUANTITIES: Dict[str, Callable[[torch.Tensor], float]] = {
     'full_width': lambda m: float(m[-1, -1]),
     'mean_of_matrix': lambda m: float(m.mean()),
     'diagonal_mean': lambda m: diagonal_and_cross_width_means(m)[0],
     'cross_mean': lambda m: diagonal_and_cross_width_means(m)[1],
-    'gap': lambda m: diagonal_and_cross_width_means(m)[0] - diagonal_and_cross_width_means(m)[1],
+    'gap': lambda m: operator.sub(*diagonal_and_cross_width_means(m)),
     'narrowest_to_full_gallery_gain': lambda m: float(m[0, -1] - m[0, 0]),
 }
 

@@ -335,12 +335,12 @@ class GradientProjection:
         grams = self.last_layer_grams = self._layer_grams(*terms)
         if self.granularity == 'model':
             return [self._weights(self._model_gram(*terms))] * num_params
-        if not bool(torch.isfinite(grams).all()):
+        if not bool(torch.isfinite(grams).all()):  # one check for all parameters: a non-finite step is summed whole
             self.combination.skip()
             return [[1.0] * self.num_tasks] * num_params
         weights, num_conflicts = [], 0
         for gram in grams:
-            weights.append(self._weights(gram))
+            weights.append(self.combination.weights(gram, self.num_tasks).tolist())
             num_conflicts += self.combination.last_num_conflicts
         self.combination.last_num_conflicts = num_conflicts  # the step's, not the last parameter's
         return weights
