@@ -70,6 +70,10 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     'sfsc_ce_ens_kd1': ('sfsc_ce_ens', ['--lambda-kd', '1'], 'SFSC-CE-ens, distillation weight 1'),
     'sfsc_ce_ens_layer': ('sfsc_ce_ens', ['--projection-granularity', 'layer'],
                           'SFSC-CE-ens, the projection decided per layer'),
+    # the normalised (cosine) classifier, on the remedy and, as its control, on BCT-S: is a gain the method's or the
+    # classifier's?
+    'sfsc_ce_ens_cos': ('sfsc_ce_ens', ['--classifier', 'cosine'], 'SFSC-CE-ens with the cosine classifier'),
+    'bct_s_cos': ('bct_s', ['--classifier', 'cosine'], 'BCT-S with the cosine classifier'),
     # the asymmetric baselines as embedding regression (no labels), what asymmetric / asymmetric_s were before they
     # became Budnik & Avrithis's asymmetric metric learning. Runs exported before that change belong to these rows:
     # move OUTPUT/runs/asymmetric to runs/asymmetric_reg and runs/asymmetric_s to runs/asymmetric_s_reg, or they are

@@ -1,5 +1,5 @@
-""" Losses for SFSC training: the uncertainty-based compatible loss, width priorities, batch-hard triplet and the
-baselines' embedding regression and asymmetric contrastive loss. """
+""" Losses for SFSC training: the uncertainty-based compatible loss, width priorities, batch-hard triplet, the cosine
+classifier and the baselines' embedding regression and asymmetric contrastive loss. """
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from .dirichlet import (
@@ -7,6 +7,7 @@ from .dirichlet import (
     remove_target_evidence, smooth_target,
 )
 from .alignment import embedding_regression, posterior_distillation
+from .cosine_classifier import CLASSIFIERS, DEFAULT_COSINE_SCALE, cosine_logits
 from .asymmetric import ASYMMETRIC_MARGIN, asymmetric_contrastive_loss
 from .triplet import BatchHardTripletLoss, pairwise_euclidean
 from .uncertainty import UncertaintyCompatibleLoss, UncertaintyLossOutput, width_priorities
@@ -17,5 +18,6 @@ __all__ = [
     'posterior_distillation',
     'ASYMMETRIC_MARGIN', 'asymmetric_contrastive_loss', 'UncertaintyCompatibleLoss',
     'UncertaintyLossOutput', 'width_priorities',
+    'CLASSIFIERS', 'DEFAULT_COSINE_SCALE', 'cosine_logits',
     'BatchHardTripletLoss', 'pairwise_euclidean', 'LabelSmoothingCrossEntropy', 'SoftTargetCrossEntropy',
 ]

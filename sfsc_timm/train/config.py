@@ -19,6 +19,7 @@ from .._resources import resolve_recipe
 from ..atomic_io import write_text_atomically
 from ..data.validation import VAL_SPLITS
 from ..errors import CommandParser
+from ..losses.cosine_classifier import CLASSIFIERS, DEFAULT_COSINE_SCALE
 from ..losses.dirichlet import EVIDENCE_FUNCTIONS
 from ..layers import check_widths
 from .key_help import key_comments
@@ -88,6 +89,11 @@ class TrainConfig:
     # what the triplet loss compares: embedding (the neck's output, what retrieval ranks by) or pre_bn (the neck's
     # Linear output before its BatchNorm, BNNeck's split: the classifier sees the normalised one)
     triplet_feature: str = 'embedding'
+    # how the shared classifier forms its logits in training: linear (W e + b, the seed's) or cosine (classifier_scale x
+    # the cosine between the embedding and each class's weight row: the normalised softmax, Zhai & Wu 2019; retrieval
+    # ranks by cosine). Every method; docs/open_set.md
+    classifier: str = 'linear'
+    classifier_scale: Optional[float] = None  # s of the cosine classifier; null: 20 (temperature 0.05)
     # epsilon of every classification loss: cross-entropy's target and the uncertainty loss's expected cross-entropy
     # target become (1 - epsilon) one-hot + epsilon / classes
     label_smoothing: float = 0.0
@@ -232,7 +238,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                               f'{key}: 0 or null, or choose one of those methods.')
     choices = dict(priority=PRIORITIES, projection_granularity=PROJECTION_GRANULARITIES, sampler=SAMPLERS,
                    amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS, evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES,
-                   triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES)
+                   triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES, classifier=CLASSIFIERS)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(map(str, allowed))}.')
@@ -261,6 +267,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'recipe key kd_temperature={cfg.kd_temperature:g} has no effect: there is no distillation '
                           f'(lambda_kd is 0 for {cfg.method}); set lambda_kd > 0 on sfsc_ce / sfsc_ce_ens, or '
                           'kd_temperature: null.')
+    if cfg.classifier == 'cosine':
+        if cfg.classifier_scale is None:
+            cfg.classifier_scale = DEFAULT_COSINE_SCALE
+        if not (math.isfinite(cfg.classifier_scale) and cfg.classifier_scale > 0):
+            raise ConfigError(f'recipe key classifier_scale must be a finite number > 0 (the cosine logits\' scale; '
+                              f'null: {DEFAULT_COSINE_SCALE:g}), got {cfg.classifier_scale}.')
+    elif cfg.classifier_scale is not None:
+        raise ConfigError(f'recipe key classifier_scale={cfg.classifier_scale:g} has no effect: it scales the cosine '
+                          f'classifier, and classifier is {cfg.classifier!r}; set classifier: cosine, or '
+                          'classifier_scale: null.')
     if cfg.projection_granularity != 'model' and not method.projects_gradients:
         projecting = sorted(name for name, m in METHODS.items() if m.projects_gradients)
         raise ConfigError(f'recipe key projection_granularity={cfg.projection_granularity!r} has no effect: '

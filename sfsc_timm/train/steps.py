@@ -13,7 +13,7 @@ from torch import nn
 from timm.optim import create_optimizer_v2
 
 from ..losses import (
-    BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, dirichlet_uncertainty,
+    BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, cosine_logits, dirichlet_uncertainty,
     embedding_regression, evidence_to_alpha, posterior_distillation, width_priorities,
 )
 from ..models import ModelKind, model_kind
@@ -123,10 +123,18 @@ class TrainStep:
         try:
             with self.net.width(width), self.autocast():
                 embedding = self.net.forward_head(self.net.forward_features(images), pre_logits=True)
-                logits = self.net.head(embedding)
+                logits = self.classifier_logits(embedding)
         finally:
             hook.remove()
         return WidthOutput(embedding, logits, captured[-1])
+
+    def classifier_logits(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Logits of the classifier the network uses at the active width: linear (the head's own forward) or cosine
+        (``classifier_scale`` x the cosine to each class's weight row, ``classifier: cosine``)."""
+        head = self.net.head
+        if self.cfg.classifier == 'cosine':
+            return cosine_logits(embedding, head.weight, self.cfg.classifier_scale)
+        return head(embedding)
 
     def _neck_linear(self, width: float) -> nn.Module:
         # a ModelSet's member of that width, or the supernet (whose switchable neck serves every width)
