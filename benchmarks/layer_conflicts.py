@@ -10,10 +10,14 @@ counts for every SFSC run (`metrics.jsonl`: `conflicts`, `layer_pairs`, `layer_c
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Dict, List
 
 from sfsc_timm.atomic_io import write_json_atomically
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers, however this is loaded
+from _runs import seed_runs  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,15 +43,11 @@ def epoch_counts(record: Dict, num_widths: int) -> Dict:
 
 def read_runs(folders: List[Path], row: str) -> Dict[str, List[Dict]]:
     runs = {}
-    for folder in folders:
-        for log in sorted((folder / 'runs' / row).glob('seed_*/metrics.jsonl')):
-            seed = log.parent.name
-            if seed in runs:
-                raise SystemExit(f'{row} {seed} is in more than one of the folders; pass each seed once.')
-            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-            num_widths = len(records[0]['width_losses'])
-            runs[seed] = dict(epochs=[epoch_counts(r, num_widths) for r in records],
-                              finished=(log.parent / 'export' / 'metrics.json').is_file())
+    for seed, run in seed_runs(folders, row, 'metrics.jsonl').items():
+        records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines() if line.strip()]
+        num_widths = len(records[0]['width_losses'])
+        runs[run.name] = dict(epochs=[epoch_counts(r, num_widths) for r in records],
+                              finished=(run / 'export' / 'metrics.json').is_file())
     if not runs:
         raise SystemExit(f'no runs of {row} under {", ".join(map(str, folders))} (runs/{row}/seed_*/metrics.jsonl).')
     return runs

@@ -17,6 +17,7 @@ import itertools
 import json
 import operator
 import statistics
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -24,6 +25,9 @@ import torch
 
 from sfsc_timm.atomic_io import write_json_atomically
 from sfsc_timm.eval import diagonal_and_cross_width_means
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers, however this is loaded
+from _runs import seed_runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,14 +54,9 @@ def parse_args() -> argparse.Namespace:
 
 def matrices(row: str, folders: List[Path]) -> Dict[int, torch.Tensor]:
     """seed -> the run's compatibility matrix (mAP %); a seed found in two folders is an error (which is meant?)."""
-    found: Dict[int, torch.Tensor] = {}
-    for folder in folders:
-        for metrics in sorted((folder / 'runs' / row).glob('seed_*/export/metrics.json')):
-            seed = int(metrics.parts[-3][len('seed_'):])
-            if seed in found:
-                raise SystemExit(f'{row} seed {seed} is in more than one of the folders; pass each seed once.')
-            found[seed] = torch.tensor(json.loads(metrics.read_text())['matrix'], dtype=torch.float64) * 100
-    return found
+    return {seed: torch.tensor(json.loads((run / 'export' / 'metrics.json').read_text())['matrix'],
+                               dtype=torch.float64) * 100
+            for seed, run in seed_runs(folders, row, 'export/metrics.json').items()}
 
 
 def sign_flip_p_value(differences: List[float]) -> float:

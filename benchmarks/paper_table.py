@@ -74,6 +74,11 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     # classifier's?
     'sfsc_ce_ens_cos': ('sfsc_ce_ens', ['--classifier', 'cosine'], 'SFSC-CE-ens with the cosine classifier'),
     'bct_s_cos': ('bct_s', ['--classifier', 'cosine'], 'BCT-S with the cosine classifier'),
+    # ... at CosFace's scale 64 (Wang et al. 2018): is the scale 20 what holds the cosine classifier back?
+    'sfsc_ce_ens_cos64': ('sfsc_ce_ens', ['--classifier', 'cosine', '--classifier-scale', '64'],
+                          'SFSC-CE-ens with the cosine classifier, scale 64'),
+    'bct_s_cos64': ('bct_s', ['--classifier', 'cosine', '--classifier-scale', '64'],
+                    'BCT-S with the cosine classifier, scale 64'),
     # the asymmetric baselines as embedding regression (no labels), what asymmetric / asymmetric_s were before they
     # became Budnik & Avrithis's asymmetric metric learning. Runs exported before that change belong to these rows:
     # move OUTPUT/runs/asymmetric to runs/asymmetric_reg and runs/asymmetric_s to runs/asymmetric_s_reg, or they are

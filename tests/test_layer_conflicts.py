@@ -46,5 +46,5 @@ def test_missing_rows_and_a_seed_in_two_folders_are_refused(tmp_path):
                   layer_conflicts_widest=0)
     _write_log(tmp_path / 'a', 'r', 0, [record])
     _write_log(tmp_path / 'b', 'r', 0, [record])
-    with pytest.raises(SystemExit, match='seed_0 is in more than one of the folders'):
+    with pytest.raises(SystemExit, match='seed 0 is in more than one of the folders'):
         layer_conflicts.read_runs([tmp_path / 'a', tmp_path / 'b'], 'r')

@@ -293,11 +293,13 @@ def test_a_checkpoint_written_before_a_recipe_key_existed_resumes_with_that_keys
     assert main(tiny_args(tmp_path, 'run', 2, '--stop-after', '1')) == 0
     state_file = tmp_path / 'run' / 'checkpoints' / 'last' / 'training_state.pt'
     state = torch.load(state_file, weights_only=True)
-    for key in ('kd_temperature', 'projection_granularity'):  # keys later than the run, as an older version wrote it
+    # keys later than the run, as an older version wrote it
+    for key in ('kd_temperature', 'projection_granularity', 'classifier', 'classifier_scale'):
         del state['config'][key]
     torch.save(state, state_file)
     cfg, _, _, _ = resolve_run(['--resume', str(tmp_path / 'run')])
     assert cfg.kd_temperature == 1.0 and cfg.projection_granularity == 'model'
+    assert cfg.classifier == 'linear' and cfg.classifier_scale is None
     # a value other than the default is still a different recipe
     with pytest.raises(ConfigError, match=r"differing keys: projection_granularity: checkpoint 'model' vs now 'layer'"):
         resolve_run(['--resume', str(tmp_path / 'run'), '--projection-granularity', 'layer'])
