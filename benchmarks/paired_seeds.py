@@ -3,9 +3,10 @@
 Runs of one seed share their data order, initialisation and evaluation subset, so the per-seed difference between
 two rows is what a change of method does, and its spread over seeds is the run-to-run noise. For each quantity
 (φ→φ, the mean of the matrix, the diagonal and cross-width means and their gap, the φ_1/16 row on the full-width
-gallery minus its own gallery) this prints both rows' means, the per-seed differences, their mean ± standard
-deviation, and an exact sign-flip test: the share of the 2^n ways of flipping the differences' signs whose mean is at
-least as large as the one observed (one-sided, "row A above row B"). It trains nothing; `paper_table.py` does::
+gallery minus its own gallery, each width's own-gallery mAP) this prints both rows' means, the per-seed differences,
+their mean ± standard deviation, and an exact sign-flip test: the share of the 2^n ways of flipping the differences'
+signs whose mean is at least as large as the one observed (one-sided, "row A above row B").
+It trains nothing; `paper_table.py` does::
 
     .venv/bin/python benchmarks/paired_seeds.py sfsc_ce_ens bct_s --folders benchmarks/results/open_set \\
         benchmarks/results/open_set_seeds_3_4 benchmarks/results/open_set_seeds_5_7
@@ -71,7 +72,10 @@ def compare(a: Dict[int, torch.Tensor], b: Dict[int, torch.Tensor]) -> Dict:
     if len(seeds) < 2:
         raise SystemExit(f'the two rows share {len(seeds)} seed(s); paired comparison needs at least 2.')
     out = dict(seeds=seeds, quantities={})
-    for name, value in QUANTITIES.items():
+    num_widths = a[seeds[0]].shape[0]
+    # each width's own-gallery mAP (widths ascending: 1 is the narrowest), what the goal's diagonal part compares
+    by_width = {f'own_gallery_{i + 1}_of_{num_widths}': (lambda m, i=i: float(m[i, i])) for i in range(num_widths)}
+    for name, value in {**QUANTITIES, **by_width}.items():
         va, vb = [value(a[s]) for s in seeds], [value(b[s]) for s in seeds]
         diffs = [x - y for x, y in zip(va, vb)]
         out['quantities'][name] = dict(

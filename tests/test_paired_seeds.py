@@ -37,6 +37,9 @@ def test_rows_are_paired_by_seed_across_folders_and_a_seed_in_two_folders_is_ref
     assert full['differences'] == pytest.approx([10.0, -5.0, 40.0])
     assert full['difference_mean'] == pytest.approx(15.0) and full['seeds_a_above'] == 2
     assert full['p_a_above'] == pytest.approx(2 / 8)  # +10 -5 +40 and +10 +5 +40 reach the observed sum
+    # each width's own gallery (ascending): the full width's is φ→φ, the narrow one's never differs here
+    assert result['quantities']['own_gallery_2_of_2']['differences'] == pytest.approx(full['differences'])
+    assert result['quantities']['own_gallery_1_of_2']['differences'] == pytest.approx([0.0, 0.0, 0.0])
     _write_run(first, 'a', 2, [[0.5, 0.5], [0.5, 0.5]])
     with pytest.raises(SystemExit, match='a seed 2 is in more than one of the folders'):
         paired_seeds.matrices('a', [first, second])
