@@ -77,3 +77,23 @@ def test_every_method_trains_the_cosine_classifiers_weight_and_leaves_its_bias(m
     assert any(moved)
     for head, (_, bias) in zip(heads, before):  # the cosine classifier has no bias: it stays at its zeros
         assert torch.equal(head.bias, bias)
+
+
+def test_bcts_influence_loss_goes_through_the_frozen_full_width_classifier_as_a_cosine_too():
+    cfg = _config('bct', classifier='cosine', classifier_scale=8.0)
+    torch.manual_seed(0)
+    net = create_model(cfg, num_classes=5)
+    _settle_norm_stats(net)
+    step = create_train_step(cfg, net, DistInfo())
+    images, labels = tiny_batch()
+    _, embedding, _ = _by_hand(net, 0.25, images)
+
+    def cosine(head):
+        return 8.0 * F.normalize(embedding.double(), dim=1) @ F.normalize(head.weight.detach().double(), dim=1).t()
+
+    expected = _smoothed_ce(cosine(net.member(0.25).head), labels, 0.0) + _smoothed_ce(cosine(net.member(1.0).head),
+                                                                                      labels, 0.0)
+    full_head = net.member(1.0).head.weight.detach().clone()
+    result = step(images, labels, epoch=1.0)  # the second stage: the narrow models against the frozen full one
+    assert result.width_losses[2] == pytest.approx(float(expected), abs=1e-5)
+    assert torch.equal(net.member(1.0).head.weight, full_head)

@@ -13,7 +13,6 @@ the plain embedding regression onto the teacher (no labels), which the same pape
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..losses import ASYMMETRIC_MARGIN, asymmetric_contrastive_loss, embedding_regression
 from .registry import register_method
@@ -54,12 +53,11 @@ class _StagedStep(SummedLossStep):
 @register_method('bct')
 class BCTStep(_StagedStep):
     """BCT (Shen et al. 2020): each narrower model's own cross-entropy plus the influence loss, cross-entropy of its
-    embedding through the frozen full-width classifier (both label-smoothed alike)."""
+    embedding through the frozen full-width classifier (both label-smoothed alike; both linear, or both cosine)."""
 
     def student_loss(self, width: float, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         out = self.forward_width(width, images)
-        old_head = self.net.member(1.0).head
-        influence = self.ce_loss(F.linear(out.embedding.float(), old_head.weight.detach(), old_head.bias.detach()),
+        influence = self.ce_loss(self.classifier_logits(out.embedding.float(), self.net.member(1.0).head, frozen=True),
                                  labels)
         return self.classification_loss(out, labels) + influence
 

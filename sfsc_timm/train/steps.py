@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.optim import create_optimizer_v2
 
@@ -128,13 +129,17 @@ class TrainStep:
             hook.remove()
         return WidthOutput(embedding, logits, captured[-1])
 
-    def classifier_logits(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Logits of the classifier the network uses at the active width: linear (the head's own forward) or cosine
-        (``classifier_scale`` x the cosine to each class's weight row, ``classifier: cosine``)."""
-        head = self.net.head
+    def classifier_logits(self, embedding: torch.Tensor, head: Optional[nn.Module] = None,
+                          frozen: bool = False) -> torch.Tensor:
+        """Logits of `head` (default: the classifier the network uses at the active width) as the recipe forms them:
+        linear (``W e + b``) or cosine (``classifier_scale`` x the cosine to each weight row, ``classifier: cosine``).
+        ``frozen``: no gradient reaches the head (BCT's influence loss through the old classifier)."""
+        head = self.net.head if head is None else head
         if self.cfg.classifier == 'cosine':
-            return cosine_logits(embedding, head.weight, self.cfg.classifier_scale)
-        return head(embedding)
+            return cosine_logits(embedding, head.weight.detach() if frozen else head.weight, self.cfg.classifier_scale)
+        if not frozen:
+            return head(embedding)
+        return F.linear(embedding, head.weight.detach(), None if head.bias is None else head.bias.detach())
 
     def _neck_linear(self, width: float) -> nn.Module:
         # a ModelSet's member of that width, or the supernet (whose switchable neck serves every width)
