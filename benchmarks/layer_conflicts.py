@@ -43,7 +43,7 @@ def epoch_counts(record: Dict, num_widths: int) -> Dict:
 
 def read_runs(folders: List[Path], row: str) -> Dict[str, List[Dict]]:
     runs = {}
-    for seed, run in seed_runs(folders, row, 'metrics.jsonl').items():
+    for run in seed_runs(folders, row, 'metrics.jsonl').values():
         records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines() if line.strip()]
         num_widths = len(records[0]['width_losses'])
         runs[run.name] = dict(epochs=[epoch_counts(r, num_widths) for r in records],

@@ -320,10 +320,13 @@ class GradientProjection:
 
     def _weights(self, gram: torch.Tensor) -> List[float]:
         if not bool(torch.isfinite(gram).all()):
-            # no projection of garbage: hand on the non-finite sum, so a grad scaler skips the step and backs off
-            self.combination.skip()
-            return [1.0] * self.num_tasks
+            return self._plain_sum()
         return self.combination.weights(gram, self.num_tasks).tolist()
+
+    def _plain_sum(self) -> List[float]:
+        # no projection of garbage: hand on the non-finite sum, so a grad scaler skips the step and backs off
+        self.combination.skip()
+        return [1.0] * self.num_tasks
 
     def _block_weights(self) -> List[List[float]]:
         """The tasks' weights for each shared parameter: one decision for all of them (granularity ``'model'``) or
@@ -336,8 +339,7 @@ class GradientProjection:
         if self.granularity == 'model':
             return [self._weights(self._model_gram(*terms))] * num_params
         if not bool(torch.isfinite(grams).all()):  # one check for all parameters: a non-finite step is summed whole
-            self.combination.skip()
-            return [[1.0] * self.num_tasks] * num_params
+            return [self._plain_sum()] * num_params
         weights, num_conflicts = [], 0
         for gram in grams:
             weights.append(self.combination.weights(gram, self.num_tasks).tolist())
