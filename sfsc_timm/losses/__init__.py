@@ -1,5 +1,6 @@
-""" Losses for SFSC training: the uncertainty-based compatible loss, width priorities, batch-hard triplet, the cosine
-classifier and the baselines' embedding regression and asymmetric contrastive loss. """
+""" Losses for SFSC training: the uncertainty-based compatible loss, width priorities, batch-hard triplet (within a
+width and across widths), the cosine classifier and the baselines' embedding regression and asymmetric contrastive
+loss. """
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from .dirichlet import (
@@ -9,7 +10,7 @@ from .dirichlet import (
 from .alignment import embedding_regression, posterior_distillation
 from .cosine_classifier import CLASSIFIERS, DEFAULT_COSINE_SCALE, cosine_logits
 from .asymmetric import ASYMMETRIC_MARGIN, asymmetric_contrastive_loss
-from .triplet import BatchHardTripletLoss, pairwise_euclidean
+from .triplet import BatchHardTripletLoss, cross_batch_hard_triplet, pairwise_euclidean
 from .uncertainty import UncertaintyCompatibleLoss, UncertaintyLossOutput, width_priorities
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     'ASYMMETRIC_MARGIN', 'asymmetric_contrastive_loss', 'UncertaintyCompatibleLoss',
     'UncertaintyLossOutput', 'width_priorities',
     'CLASSIFIERS', 'DEFAULT_COSINE_SCALE', 'cosine_logits',
-    'BatchHardTripletLoss', 'pairwise_euclidean', 'LabelSmoothingCrossEntropy', 'SoftTargetCrossEntropy',
+    'BatchHardTripletLoss', 'cross_batch_hard_triplet', 'pairwise_euclidean', 'LabelSmoothingCrossEntropy',
+    'SoftTargetCrossEntropy',
 ]

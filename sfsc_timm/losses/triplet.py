@@ -1,9 +1,10 @@
-""" Batch-hard triplet loss (Hermans, Beyer and Leibe 2017, "In Defense of the Triplet Loss for Person Re-ID"). """
+""" Batch-hard triplet loss (Hermans, Beyer and Leibe 2017, "In Defense of the Triplet Loss for Person Re-ID"), within
+one embedding space and across two (anchors from one width, positives and negatives from another). """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['BatchHardTripletLoss', 'pairwise_euclidean']
+__all__ = ['BatchHardTripletLoss', 'cross_batch_hard_triplet', 'pairwise_euclidean']
 
 
 def pairwise_euclidean(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -62,3 +63,42 @@ class BatchHardTripletLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f'margin={self.margin}, normalize={self.normalize}, soft_margin={self.soft_margin}'
+
+
+def cross_batch_hard_triplet(anchors: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor,
+                             margin: float = 0.3) -> torch.Tensor:
+    """Batch-hard triplet loss across two embedding spaces: each anchor's positives and negatives are `candidates`.
+
+    ``anchors`` and ``candidates`` are two embeddings of the same batch (two widths of one network, say): for anchor
+    ``i``, the hardest positive is the farthest candidate with its label, the candidate of its own image included (so
+    every anchor has a positive whatever the sampler), the hardest negative the closest candidate of another label.
+    ``loss_i = relu(d(a_i, hardest positive) - d(a_i, hardest negative) + margin)`` on L2-normalised embeddings
+    (distances in [0, 2], as retrieval ranks by cosine); the mean over anchors with a negative. The cross-width
+    ranking loss of compatible learning (a query of one model against a gallery of the other, Shen et al. 2020's
+    setting; Budnik & Avrithis 2021 with the triplet loss): it asks for what retrieval across widths needs, the right
+    order of the other width's gallery, rather than the same point (regression) or the same posterior (distillation).
+
+    Args:
+        anchors: ``(B, D)`` the query side; gradients flow into it.
+        candidates: ``(B, D)`` the gallery side, the same images in the same order; used as given (detach it to leave
+            that side untrained).
+        labels: ``(B,)`` integer labels.
+        margin: Margin of the hinge, in units of the normalised embeddings' distance.
+
+    Returns:
+        The scalar loss (a zero connected to the graph when no anchor has a negative: a single-label batch).
+    """
+    if anchors.shape != candidates.shape:
+        raise ValueError(f'anchors {tuple(anchors.shape)} and candidates {tuple(candidates.shape)} must be embeddings '
+                         'of the same batch, of the same size.')
+    # low-precision embeddings lose the small distances in the |a|^2 + |b|^2 - 2ab expansion
+    a = F.normalize(anchors.float(), dim=1)
+    c = F.normalize(candidates.float(), dim=1)
+    dist = (2. - 2. * a @ c.t()).clamp_min(1e-12).sqrt()  # unit vectors: |a - c|^2 = 2 - 2 cos
+    same = labels.unsqueeze(1) == labels.unsqueeze(0)  # the diagonal (the anchor's own image) is a positive
+    valid = (~same).any(1)
+    if not valid.any():
+        return anchors.sum() * 0. + candidates.sum() * 0.
+    dist_ap = dist.masked_fill(~same, float('-inf')).amax(1)[valid]
+    dist_an = dist.masked_fill(same, float('inf')).amin(1)[valid]
+    return F.relu(dist_ap - dist_an + margin).mean()

@@ -37,6 +37,7 @@ AMP_DTYPES = ('float16', 'bfloat16')
 # timm.scheduler.create_scheduler_v2's schedules that step on epochs / updates without a validation metric
 SCHEDULES = ('cosine', 'tanh', 'step', 'multistep', 'poly', 'constant')
 TRIPLET_FEATURES = ('embedding', 'pre_bn')
+CROSS_TRI_DIRECTIONS = ('to_widest', 'mutual')
 LAST_STRIDES = (1, 2)
 
 
@@ -89,6 +90,13 @@ class TrainConfig:
     # what the triplet loss compares: embedding (the neck's output, what retrieval ranks by) or pre_bn (the neck's
     # Linear output before its BatchNorm, BNNeck's split: the classifier sees the normalised one)
     triplet_feature: str = 'embedding'
+    # the cross-width triplet (docs/open_set.md): weight of a batch-hard triplet loss whose anchors are one width's
+    # embeddings and whose positives and negatives are another width's, margin triplet_margin (the supernet methods:
+    # the sfsc family, bct_s); 0: none
+    lambda_cross_tri: float = 0.0
+    # its pairs: to_widest (each narrower width's anchors against the widest width's detached embeddings: only the
+    # narrower widths learn from it) or mutual (anchors of every width against every other width, both sides trained)
+    cross_tri_direction: str = 'to_widest'
     # how the shared classifier forms its logits in training: linear (W e + b, the seed's) or cosine (classifier_scale x
     # the cosine between the embedding and each class's weight row: the normalised softmax, Zhai & Wu 2019; retrieval
     # ranks by cosine). Every method; docs/open_set.md
@@ -238,7 +246,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                               f'{key}: 0 or null, or choose one of those methods.')
     choices = dict(priority=PRIORITIES, projection_granularity=PROJECTION_GRANULARITIES, sampler=SAMPLERS,
                    amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS, evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES,
-                   triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES, classifier=CLASSIFIERS)
+                   triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES, classifier=CLASSIFIERS,
+                   cross_tri_direction=CROSS_TRI_DIRECTIONS)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(map(str, allowed))}.')
@@ -254,9 +263,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ('max_train', 'val_max_query', 'val_max_gallery', 'eval_max_query', 'eval_max_gallery', 'embed_dim'):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f'recipe key {name} must be >= 1 or null (all), got {getattr(cfg, name)}.')
-    for name in ('lr', 'kl_coef', 'lambda_tri', 'lambda_align', 'lambda_kd', 'weight_decay', 'warmup_lr', 'min_lr',
-                 'momentum', 'hflip', 're_prob', 'label_smoothing', 'drop_path_rate', 'crop_pct', 'workers',
-                 'warmup_epochs'):
+    for name in ('lr', 'kl_coef', 'lambda_tri', 'lambda_cross_tri', 'lambda_align', 'lambda_kd', 'weight_decay',
+                 'warmup_lr', 'min_lr', 'momentum', 'hflip', 're_prob', 'label_smoothing', 'drop_path_rate', 'crop_pct',
+                 'workers', 'warmup_epochs'):
         value = getattr(cfg, name)
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f'recipe key {name} must be a finite number >= 0, got {value}.')
@@ -277,6 +286,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'recipe key classifier_scale={cfg.classifier_scale:g} has no effect: it scales the cosine '
                           f'classifier, and classifier is {cfg.classifier!r}; set classifier: cosine, or '
                           'classifier_scale: null.')
+    if cfg.lambda_cross_tri > 0 and not method.trains_cross_width_triplet:
+        supporting = sorted(name for name, m in METHODS.items() if m.trains_cross_width_triplet)
+        raise ConfigError(f'lambda_cross_tri applies to the supernet method(s) {", ".join(supporting)}, not to '
+                          f'{cfg.method}; set lambda_cross_tri: 0, or choose one of those methods.')
+    if cfg.cross_tri_direction != 'to_widest' and cfg.lambda_cross_tri == 0:
+        raise ConfigError(f'recipe key cross_tri_direction={cfg.cross_tri_direction!r} has no effect: there is no '
+                          'cross-width triplet (lambda_cross_tri is 0); set lambda_cross_tri > 0, or '
+                          'cross_tri_direction: to_widest.')
     if cfg.projection_granularity != 'model' and not method.projects_gradients:
         projecting = sorted(name for name, m in METHODS.items() if m.projects_gradients)
         raise ConfigError(f'recipe key projection_granularity={cfg.projection_granularity!r} has no effect: '

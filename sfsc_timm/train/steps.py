@@ -14,8 +14,9 @@ from torch import nn
 from timm.optim import create_optimizer_v2
 
 from ..losses import (
-    BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, cosine_logits, dirichlet_uncertainty,
-    embedding_regression, evidence_to_alpha, posterior_distillation, width_priorities,
+    BatchHardTripletLoss, LabelSmoothingCrossEntropy, UncertaintyCompatibleLoss, cosine_logits,
+    cross_batch_hard_triplet, dirichlet_uncertainty, embedding_regression, evidence_to_alpha, posterior_distillation,
+    width_priorities,
 )
 from ..models import ModelKind, model_kind
 from ..optim import GradientProjection, count_layer_conflicts
@@ -86,6 +87,7 @@ class TrainStep:
                                        projection_granularity='model')
     aligns_widths = False  # whether lambda_align / lambda_kd (in-place distillation) mean anything to this method
     projects_gradients = False  # whether projection_granularity means anything to this method
+    trains_cross_width_triplet = False  # whether lambda_cross_tri means anything to this method (the supernet ones)
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         if not getattr(net, 'num_classes', 0):
@@ -154,6 +156,32 @@ class TrainStep:
         feature = out.pre_bn if self.cfg.triplet_feature == 'pre_bn' else out.embedding
         return self.cfg.lambda_tri * self.triplet(feature, labels)
 
+    def cross_width_triplets(self, outs: List[WidthOutput], labels: torch.Tensor) -> List[Optional[torch.Tensor]]:
+        """Each width's ``lambda_cross_tri`` x cross-width triplet term (None: none), given every width's forward pass,
+        widest first. ``cross_tri_direction: to_widest``: each narrower width's anchors against the widest width's
+        detached embeddings, so the widest width is the fixed gallery the others learn to search; ``mutual``: every
+        width against every other, both as the anchors and as the gallery.
+
+        ``mutual`` gives each width the half of every pair's loss that trains it (its own side, the other detached),
+        averaged over the other widths: the terms' gradients sum to that of the loss over all ordered pairs, and each
+        width's stays inside its own sub-network, which is what the sfsc methods' projection compares (and promises,
+        to read only that block).
+        """
+        terms: List[Optional[torch.Tensor]] = [None] * len(outs)
+        weight, margin = self.cfg.lambda_cross_tri, self.cfg.triplet_margin
+        if weight == 0 or len(outs) < 2:
+            return terms
+        if self.cfg.cross_tri_direction == 'to_widest':
+            widest = outs[0].embedding.detach()
+            terms[1:] = [weight * cross_batch_hard_triplet(out.embedding, widest, labels, margin) for out in outs[1:]]
+            return terms
+        for i, own in enumerate(outs):
+            pairs = [cross_batch_hard_triplet(own.embedding, other.embedding.detach(), labels, margin)
+                     + cross_batch_hard_triplet(other.embedding.detach(), own.embedding, labels, margin)
+                     for j, other in enumerate(outs) if j != i]
+            terms[i] = weight * torch.stack(pairs).mean()
+        return terms
+
     def classification_loss(self, out: WidthOutput, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy (label-smoothed with ``label_smoothing``) of `out`'s logits, plus the triplet term."""
         loss = self.ce_loss(out.logits.float(), labels)
@@ -206,6 +234,7 @@ class SFSCStep(TrainStep):
     use_uncertainty = True
     projection_mode = 'pcgrad'
     projects_gradients = True
+    trains_cross_width_triplet = True
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         super().__init__(net, cfg, dist_info)
@@ -227,14 +256,15 @@ class SFSCStep(TrainStep):
 
     def width_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float
                      ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
-        """Every width's loss (own loss plus distillation, before its priority) and detached mean uncertainty (or
-        None), widest first. All forwards come first: the priorities need every width's uncertainty, and the
-        distillation's teacher may need every width's posterior."""
+        """Every width's loss (own loss plus distillation and the cross-width triplet, before its priority) and detached
+        mean uncertainty (or None), widest first. All forwards come first: the priorities need every width's
+        uncertainty, and the distillation's teacher and the cross-width triplet other widths' outputs."""
         outs = [self.forward_width(width, images) for width in self.widths]
         losses, uncertainties = [], []
-        for out, distillation in zip(outs, self.distillation_losses(outs)):
+        crosses = self.cross_width_triplets(outs, labels)
+        for out, distillation, cross in zip(outs, self.distillation_losses(outs), crosses):
             loss, uncertainty = self.own_loss(out, labels, epoch)
-            losses.append(loss if distillation is None else loss + distillation)
+            losses.append(_plus(_plus(loss, distillation), cross))
             uncertainties.append(uncertainty)
         return losses, uncertainties
 
@@ -426,11 +456,15 @@ class SummedLossStep(TrainStep):
 
 @register_method('bct_s')
 class BCTSharedStep(SummedLossStep):
-    """Baseline ``bct_s``: the supernet, cross-entropy of every width through the shared classifier, losses summed,
-    one backward, the plain optimizer (no uncertainty, no projection)."""
+    """Baseline ``bct_s``: the supernet, cross-entropy of every width through the shared classifier (+ the cross-width
+    triplet when a recipe asks for it), losses summed, one backward, the plain optimizer (no uncertainty, no
+    projection)."""
+    trains_cross_width_triplet = True
 
     def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
-        return [self.width_classification_loss(w, images, labels) for w in self.widths]
+        outs = [self.forward_width(w, images) for w in self.widths]
+        return [_plus(self.classification_loss(out, labels), cross)
+                for out, cross in zip(outs, self.cross_width_triplets(outs, labels))]
 
 
 def _copy_grouped(destinations: List[torch.Tensor], sources: List[torch.Tensor]) -> None:
@@ -441,6 +475,10 @@ def _copy_grouped(destinations: List[torch.Tensor], sources: List[torch.Tensor])
                                                                                  sources[start].dtype):
             torch._foreach_copy_(destinations[start:end], sources[start:end])
             start = end
+
+
+def _plus(loss: torch.Tensor, term: Optional[torch.Tensor]) -> torch.Tensor:
+    return loss if term is None else loss + term
 
 
 def _cross_entropy(label_smoothing: float) -> nn.Module:
