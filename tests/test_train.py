@@ -294,12 +294,14 @@ def test_a_checkpoint_written_before_a_recipe_key_existed_resumes_with_that_keys
     state_file = tmp_path / 'run' / 'checkpoints' / 'last' / 'training_state.pt'
     state = torch.load(state_file, weights_only=True)
     # keys later than the run, as an older version wrote it
-    for key in ('kd_temperature', 'projection_granularity', 'classifier', 'classifier_scale'):
+    for key in ('kd_temperature', 'projection_granularity', 'classifier', 'classifier_scale', 'lambda_cross_tri',
+                'cross_tri_direction'):
         del state['config'][key]
     torch.save(state, state_file)
     cfg, _, _, _ = resolve_run(['--resume', str(tmp_path / 'run')])
     assert cfg.kd_temperature == 1.0 and cfg.projection_granularity == 'model'
     assert cfg.classifier == 'linear' and cfg.classifier_scale is None
+    assert cfg.lambda_cross_tri == 0.0 and cfg.cross_tri_direction == 'to_widest'
     # a value other than the default is still a different recipe
     with pytest.raises(ConfigError, match=r"differing keys: projection_granularity: checkpoint 'model' vs now 'layer'"):
         resolve_run(['--resume', str(tmp_path / 'run'), '--projection-granularity', 'layer'])
