@@ -84,6 +84,10 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     'sfsc_ce_ens_xtri': ('sfsc_ce_ens', ['--lambda-cross-tri', '1'],
                          'SFSC-CE-ens + cross-width triplet to the widest width'),
     'bct_s_xtri': ('bct_s', ['--lambda-cross-tri', '1'], 'BCT-S + cross-width triplet to the widest width'),
+    # ... with the cross-width triplet in place of the posterior distillation: does the distillation cost the full
+    # width what the triplet gives BCT-S's?
+    'sfsc_ce_ens_xtri_no_kd': ('sfsc_ce_ens', ['--lambda-cross-tri', '1', '--lambda-kd', '0'],
+                               'SFSC-CE-ens + cross-width triplet, without distillation'),
     'sfsc_ce_ens_xtri_mutual': ('sfsc_ce_ens', ['--lambda-cross-tri', '1', '--cross-tri-direction', 'mutual'],
                                 'SFSC-CE-ens + mutual cross-width triplet'),
     'bct_s_xtri_mutual': ('bct_s', ['--lambda-cross-tri', '1', '--cross-tri-direction', 'mutual'],

@@ -164,8 +164,8 @@ class TrainStep:
 
         ``mutual`` gives each width the half of every pair's loss that trains it (its own side, the other detached),
         averaged over the other widths: the terms' gradients sum to that of the loss over all ordered pairs, and each
-        width's stays inside its own sub-network, which is what the sfsc methods' projection compares (and promises,
-        to read only that block).
+        width's stays inside its own sub-network, as the sfsc methods' projection needs (it compares the widths'
+        gradients, reading each only on its own width's block).
         """
         terms: List[Optional[torch.Tensor]] = [None] * len(outs)
         weight, margin = self.cfg.lambda_cross_tri, self.cfg.triplet_margin
