@@ -88,6 +88,8 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     # width what the triplet gives BCT-S's?
     'sfsc_ce_ens_xtri_no_kd': ('sfsc_ce_ens', ['--lambda-cross-tri', '1', '--lambda-kd', '0'],
                                'SFSC-CE-ens + cross-width triplet, without distillation'),
+    'sfsc_ce_ens_xtri_uniform': ('sfsc_ce_ens', ['--lambda-cross-tri', '1', '--priority', 'uniform'],
+                                 'SFSC-CE-ens + cross-width triplet, uniform priorities'),
     'sfsc_ce_ens_xtri_mutual': ('sfsc_ce_ens', ['--lambda-cross-tri', '1', '--cross-tri-direction', 'mutual'],
                                 'SFSC-CE-ens + mutual cross-width triplet'),
     'bct_s_xtri_mutual': ('bct_s', ['--lambda-cross-tri', '1', '--cross-tri-direction', 'mutual'],
