@@ -80,7 +80,8 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     'bct_s_cos64': ('bct_s', ['--classifier', 'cosine', '--classifier-scale', '64'],
                     'BCT-S with the cosine classifier, scale 64'),
     # the cross-width triplet (anchors of one width, positives and negatives of another), on the remedy and, as its
-    # control, on BCT-S: the narrower widths against the widest width's detached embeddings, or every pair both ways
+    # control, on BCT-S: the narrower widths against the widest width's detached embeddings (to_widest), or every
+    # pair both ways (mutual)
     'sfsc_ce_ens_xtri': ('sfsc_ce_ens', ['--lambda-cross-tri', '1'],
                          'SFSC-CE-ens + cross-width triplet to the widest width'),
     'bct_s_xtri': ('bct_s', ['--lambda-cross-tri', '1'], 'BCT-S + cross-width triplet to the widest width'),
@@ -92,8 +93,6 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
                                  'SFSC-CE-ens + cross-width triplet, uniform priorities'),
     'sfsc_ce_ens_xtri_mutual': ('sfsc_ce_ens', ['--lambda-cross-tri', '1', '--cross-tri-direction', 'mutual'],
                                 'SFSC-CE-ens + mutual cross-width triplet'),
-    'bct_s_xtri_mutual': ('bct_s', ['--lambda-cross-tri', '1', '--cross-tri-direction', 'mutual'],
-                          'BCT-S + mutual cross-width triplet'),
     # the asymmetric baselines as embedding regression (no labels), what asymmetric / asymmetric_s were before they
     # became Budnik & Avrithis's asymmetric metric learning. Runs exported before that change belong to these rows:
     # move OUTPUT/runs/asymmetric to runs/asymmetric_reg and runs/asymmetric_s to runs/asymmetric_s_reg, or they are
