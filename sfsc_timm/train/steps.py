@@ -258,7 +258,7 @@ class SFSCStep(TrainStep):
                      ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
         """Every width's loss (own loss plus distillation and the cross-width triplet, before its priority) and detached
         mean uncertainty (or None), widest first. All forwards come first: the priorities need every width's
-        uncertainty, and the distillation's teacher and the cross-width triplet other widths' outputs."""
+        uncertainty, and the distillation's teacher and the cross-width triplet need other widths' outputs."""
         outs = [self.forward_width(width, images) for width in self.widths]
         losses, uncertainties = [], []
         crosses = self.cross_width_triplets(outs, labels)
