@@ -91,6 +91,9 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
                                'SFSC-CE-ens + cross-width triplet, without distillation'),
     'sfsc_ce_ens_xtri_uniform': ('sfsc_ce_ens', ['--lambda-cross-tri', '1', '--priority', 'uniform'],
                                  'SFSC-CE-ens + cross-width triplet, uniform priorities'),
+    # ... and the embedding regression onto the widest width in its place: alignment alone, without the ranking
+    'sfsc_ce_ens_align': ('sfsc_ce_ens', ['--lambda-align', '1'],
+                          'SFSC-CE-ens + embedding regression to the widest width'),
     'sfsc_ce_ens_xtri_mutual': ('sfsc_ce_ens', ['--lambda-cross-tri', '1', '--cross-tri-direction', 'mutual'],
                                 'SFSC-CE-ens + mutual cross-width triplet'),
     # the asymmetric baselines as embedding regression (no labels), what asymmetric / asymmetric_s were before they
