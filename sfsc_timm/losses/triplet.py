@@ -1,5 +1,7 @@
 """ Batch-hard triplet loss (Hermans, Beyer and Leibe 2017, "In Defense of the Triplet Loss for Person Re-ID"), within
 one embedding space and across two (anchors from one width, positives and negatives from another). """
+from typing import Optional, Tuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,6 +17,18 @@ def pairwise_euclidean(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     sq_norm = x.pow(2).sum(1)
     sq_dist = sq_norm.unsqueeze(1) + sq_norm.unsqueeze(0) - 2. * x @ x.t()
     return sq_dist.clamp_min(eps).sqrt()
+
+
+def _hardest_pairs(dist: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
+                   ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """Batch-hard mining on an anchors x candidates distance matrix with boolean masks of each anchor's positives
+    and negatives: (distance to the farthest positive, to the closest negative) of every anchor that has both, or
+    None when no anchor has."""
+    valid = positive.any(1) & negative.any(1)
+    if not valid.any():
+        return None
+    return (dist.masked_fill(~positive, float('-inf')).amax(1)[valid],
+            dist.masked_fill(~negative, float('inf')).amin(1)[valid])
 
 
 class BatchHardTripletLoss(nn.Module):
@@ -48,13 +62,10 @@ class BatchHardTripletLoss(nn.Module):
         dist = pairwise_euclidean(x)
         same = labels.unsqueeze(0) == labels.unsqueeze(1)
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        pos_mask = same & ~eye
-        neg_mask = ~same
-        valid = pos_mask.any(1) & neg_mask.any(1)
-        if not valid.any():
+        hardest = _hardest_pairs(dist, positive=same & ~eye, negative=~same)
+        if hardest is None:
             return embeddings.sum() * 0.
-        dist_ap = dist.masked_fill(~pos_mask, float('-inf')).amax(1)[valid]
-        dist_an = dist.masked_fill(~neg_mask, float('inf')).amin(1)[valid]
+        dist_ap, dist_an = hardest
         if self.soft_margin:
             loss = F.softplus(dist_ap - dist_an)
         else:
@@ -96,9 +107,8 @@ def cross_batch_hard_triplet(anchors: torch.Tensor, candidates: torch.Tensor, la
     c = F.normalize(candidates.float(), dim=1)
     dist = (2. - 2. * a @ c.t()).clamp_min(1e-12).sqrt()  # unit vectors: |a - c|^2 = 2 - 2 cos
     same = labels.unsqueeze(1) == labels.unsqueeze(0)  # the diagonal (the anchor's own image) is a positive
-    valid = (~same).any(1)
-    if not valid.any():
+    hardest = _hardest_pairs(dist, positive=same, negative=~same)
+    if hardest is None:
         return anchors.sum() * 0. + candidates.sum() * 0.
-    dist_ap = dist.masked_fill(~same, float('-inf')).amax(1)[valid]
-    dist_an = dist.masked_fill(same, float('inf')).amin(1)[valid]
+    dist_ap, dist_an = hardest
     return F.relu(dist_ap - dist_an + margin).mean()

@@ -241,7 +241,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             setattr(cfg, name, value)
     for key in ('lambda_align', 'lambda_kd'):
         if getattr(cfg, key) > 0 and not method.aligns_widths:
-            aligning = sorted(name for name, m in METHODS.items() if m.aligns_widths)
+            aligning = _methods_where('aligns_widths')
             raise ConfigError(f'{key} applies to the method(s) {", ".join(aligning)}, not to {cfg.method}; set '
                               f'{key}: 0 or null, or choose one of those methods.')
     choices = dict(priority=PRIORITIES, projection_granularity=PROJECTION_GRANULARITIES, sampler=SAMPLERS,
@@ -287,7 +287,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                           f'classifier, and classifier is {cfg.classifier!r}; set classifier: cosine, or '
                           'classifier_scale: null.')
     if cfg.lambda_cross_tri > 0 and not method.trains_cross_width_triplet:
-        supporting = sorted(name for name, m in METHODS.items() if m.trains_cross_width_triplet)
+        supporting = _methods_where('trains_cross_width_triplet')
         raise ConfigError(f'lambda_cross_tri applies to the supernet method(s) {", ".join(supporting)}, not to '
                           f'{cfg.method}; set lambda_cross_tri: 0, or choose one of those methods.')
     if cfg.cross_tri_direction != 'to_widest' and cfg.lambda_cross_tri == 0:
@@ -295,7 +295,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                           'cross-width triplet (lambda_cross_tri is 0); set lambda_cross_tri > 0, or '
                           'cross_tri_direction: to_widest.')
     if cfg.projection_granularity != 'model' and not method.projects_gradients:
-        projecting = sorted(name for name, m in METHODS.items() if m.projects_gradients)
+        projecting = _methods_where('projects_gradients')
         raise ConfigError(f'recipe key projection_granularity={cfg.projection_granularity!r} has no effect: '
                           f'{cfg.method} does not project gradients; choose one of {", ".join(projecting)}, or set '
                           'projection_granularity: null.')
@@ -315,6 +315,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.batch_size < 2:
         raise ConfigError('batch_size must be >= 2: BatchNorm needs more than one sample per batch.')
     return cfg
+
+
+def _methods_where(flag: str) -> List[str]:
+    """The registered methods whose step class sets the attribute `flag` (e.g. ``projects_gradients``), by name."""
+    from .methods import METHODS  # late, as in validate
+    return sorted(name for name, method in METHODS.items() if getattr(method, flag))
 
 
 def check_pretrained_file(cfg: TrainConfig) -> None:
