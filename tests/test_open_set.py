@@ -233,7 +233,11 @@ def test_no_cjk_font_is_a_clear_error(tmp_path):
 # --- the open-set remedy (docs/open_set.md, section 3) ---
 
 @pytest.mark.parametrize('method, overrides, expected', [
-    ('sfsc', {}, dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0)),
+    ('sfsc', {}, dict(evidence='softplus', kl_coef=0.0005, kl_anneal_epochs=0.0, lambda_align=0.0, priority='uniform',
+                      widest_loss='cross_entropy', gradient_merge='mean')),
+    ('sfsc_first_reading', {}, dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0,
+                                    priority='uncertainty', widest_loss='uncertainty', gradient_merge='sum')),
+    ('sfsc_exp', {}, dict(widest_loss='uncertainty', gradient_merge='sum')),  # the remedies keep the first reading's
     ('sfsc_exp', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=0.0)),
     ('sfsc_ipd', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=1.0)),
     ('sfsc_ce', {}, dict(evidence='exp', kl_coef=0.0, lambda_align=0.0, lambda_kd=0.5, priority='uncertainty')),

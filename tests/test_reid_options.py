@@ -157,7 +157,7 @@ def test_bnneck_gives_the_triplet_the_pre_bn_feature_and_the_classifier_the_post
     triplet_inputs = _Inputs(step.triplet)
     heads = {w: _Inputs(_model_at(net, w).head) for w in widths} if hasattr(net, 'member') else None
     shared_head = _Inputs(net.head) if heads is None else None
-    result = step(images, labels, epoch=0.0)  # epoch 0: the uncertainty loss's KL weight is still 0
+    result = step(images, labels, epoch=0.0)
     assert len(triplet_inputs.seen) == 3  # one triplet term per width
     for i, width in enumerate(widths):
         pre_bn, embedding, logits = by_hand[width]
@@ -165,9 +165,9 @@ def test_bnneck_gives_the_triplet_the_pre_bn_feature_and_the_classifier_the_post
         torch.testing.assert_close(triplet_inputs.seen[i].float(), pre_bn, rtol=1e-5, atol=1e-5)
         seen_by_head = shared_head.seen[i] if heads is None else heads[width].seen[0]
         torch.testing.assert_close(seen_by_head, embedding, rtol=1e-5, atol=1e-5)
-        if method == 'sfsc':
-            classification = _hand_uncertainty(logits, labels, eps=0.0, kl_weight=0.0)
-        else:
+        if method == 'sfsc' and width != 1.0:  # the narrower widths' uncertainty loss, its constant KL weight
+            classification = _hand_uncertainty(logits, labels, eps=0.0, kl_weight=0.0005)
+        else:  # and the widest width's cross-entropy
             classification = F.cross_entropy(logits.double(), labels)
         expected = classification + _hand_triplet(pre_bn, labels)
         assert result.width_losses[i] == pytest.approx(float(expected), abs=1e-5)
@@ -303,15 +303,16 @@ def test_label_smoothing_reaches_every_classification_loss(method):
         assert step.uncertainty_loss.label_smoothing == EPS
 
 
-def test_label_smoothing_reaches_sfsc_and_sfsc_no_unc_alike():
+def test_label_smoothing_reaches_the_uncertainty_loss_and_cross_entropy_alike():
     images, labels = tiny_batch()
     epoch = 5.0  # the KL weight is halfway up its ramp (kl_anneal_epochs 10)
-    net, _ = _step(_config('sfsc'))
+    # the first reading: every width on the uncertainty loss, whose KL weight is annealed
+    net, _ = _step(_config('sfsc_first_reading'))
     logits = _by_hand(net, 0.25, images)[2]
     assert abs(float(_hand_uncertainty(logits, labels, EPS, 0.5) - _hand_uncertainty(logits, labels, 0.0, 0.5))) > 1e-3
     assert abs(float(_smoothed_ce(logits, labels, EPS) - _smoothed_ce(logits, labels, 0.0))) > 1e-3
     for eps in (0.0, EPS):
-        net, step = _step(_config('sfsc', label_smoothing=eps))
+        net, step = _step(_config('sfsc_first_reading', label_smoothing=eps))
         logits = {w: _by_hand(net, w, images)[2] for w in (1.0, 0.5, 0.25)}
         result = step(images, labels, epoch=epoch)
         expected = [float(_hand_uncertainty(logits[w], labels, eps, kl_weight=0.5)) for w in (1.0, 0.5, 0.25)]
@@ -529,7 +530,7 @@ def test_the_sfsc_step_with_uniform_priorities_and_summed_gradients_is_bct_s():
     images, labels = tiny_batch()
     params = {}
     for name in ('bct_s', 'sfsc_no_unc'):
-        cfg = _config(name, opt='sgd', momentum=0.9, weight_decay=5e-4, lr=0.01)
+        cfg = _config(name, opt='sgd', momentum=0.9, weight_decay=5e-4, lr=0.01, gradient_merge='sum')
         torch.manual_seed(0)
         net = create_model(cfg, num_classes=5)
         step = (SummedNoUncertainty if name == 'sfsc_no_unc' else METHODS[name])(net, cfg, DistInfo())

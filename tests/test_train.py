@@ -16,7 +16,6 @@ import yaml
 from safetensors.torch import load_file
 
 import sfsc_timm
-from sfsc_timm.losses import UncertaintyCompatibleLoss, width_priorities
 from sfsc_timm.optim import project_conflicting
 from sfsc_timm.train import ConfigError, TrainConfig, config_from_dict, private_params_by_width, shared_params
 from sfsc_timm.train.params import width_gradient_supports
@@ -101,7 +100,7 @@ def test_invalid_widths_are_rejected(widths, message):
 @pytest.mark.parametrize('values, message', [
     (dict(method='sfsc_typo'),
      'available: asymmetric, asymmetric_reg, asymmetric_s, asymmetric_s_reg, bct, bct_s, independent, sfsc, '
-     'sfsc_ce, sfsc_ce_ens, sfsc_exp, sfsc_ipd, sfsc_no_proj'),
+     'sfsc_ce, sfsc_ce_ens, sfsc_exp, sfsc_first_reading, sfsc_ipd, sfsc_no_proj'),
     (dict(sampler='pk', batch_size=10), 'pk_p \\* pk_k'),
     (dict(lr='fast'), "'lr' must be float"), (dict(lambda_tri=1.0), 'sampler: pk'), (dict(model=3), 'must be str'),
 ])
@@ -154,49 +153,117 @@ def test_width_gradient_supports_hold_for_the_supernet():
     assert sliced > 0
 
 
-def _hand_computed_update(cfg, net, images, labels, epoch):
-    """Per width (widest first) the gradients of pi_w * loss_w, PCGrad on the shared ones, one plain SGD step."""
+def _evidential_loss_by_hand(logits, labels, kl_weight):
+    """The SFSC paper's uncertainty loss written out: alpha = softplus(z) + 1, the expected cross-entropy
+    psi(S) - psi(alpha_y), plus kl_weight x KL(Dir(alpha~) || Dir(1)) with the target's evidence removed."""
+    alpha = torch.nn.functional.softplus(logits) + 1
+    num_classes = alpha.shape[1]
+    expected_ce = torch.digamma(alpha.sum(1)) - torch.digamma(alpha[torch.arange(len(labels)), labels])
+    one_hot = torch.nn.functional.one_hot(labels, num_classes).to(alpha)
+    tilde = one_hot + (1 - one_hot) * alpha
+    s = tilde.sum(1)
+    kl = (torch.lgamma(s) - torch.lgamma(torch.tensor(float(num_classes))) - torch.lgamma(tilde).sum(1)
+          + ((tilde - 1) * (torch.digamma(tilde) - torch.digamma(s)[:, None])).sum(1))
+    return expected_ce.mean() + kl_weight * kl.mean(), (num_classes / alpha.sum(1)).mean()
+
+
+def _hand_computed_update(cfg, net, images, labels, epoch, reference: bool):
+    """Per width (widest first) the gradients of pi_w * loss_w, PCGrad on the shared ones, one plain SGD step.
+
+    ``reference``: `sfsc` as the public reference trains it (the widest width on cross-entropy, a constant KL weight
+    0.0005, no priorities, the projected shared gradients merged by their mean); else the first reading (every width
+    on the uncertainty loss with the annealed KL weight, priorities m u_w / sum u, the projected gradients summed).
+    """
     widths = sorted(cfg.widths, reverse=True)
-    criterion = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs)
+    kl_weight = 0.0005 if reference else min(1.0, epoch / 10.0)
     params = list(net.parameters())
     shared_ids = {id(p) for p in shared_params(net)}
     losses, uncertainties = [], []
     for w in widths:
         with net.width(w):
-            out = criterion(net(images), labels, epoch)
-        losses.append(out.loss)
-        uncertainties.append(out.uncertainty)
-    priorities = width_priorities(torch.stack(uncertainties))
+            logits = net(images)
+        loss, uncertainty = _evidential_loss_by_hand(logits, labels, kl_weight)
+        if reference and w == widths[0]:
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+        losses.append(loss)
+        uncertainties.append(uncertainty.detach())
+    u = torch.stack(uncertainties)
+    priorities = torch.ones(len(widths)) if reference else len(widths) * u / u.sum()
     grads = [torch.autograd.grad(pi * loss, params, allow_unused=True) for pi, loss in zip(priorities, losses)]
     grads = [[torch.zeros_like(p) if g is None else g for g, p in zip(row, params)] for row in grads]
     shared_index = [i for i, p in enumerate(params) if id(p) in shared_ids]
     flat = torch.stack([torch.cat([row[i].reshape(-1) for i in shared_index]) for row in grads])
     update = project_conflicting(flat, generator=torch.Generator().manual_seed(cfg.seed))
+    if reference:
+        update = update / len(widths)  # the mean of the projected gradients
     expected, offset = {}, 0
     for i, p in enumerate(params):
         if id(p) in shared_ids:
             g = update[offset:offset + p.numel()].view_as(p)
             offset += p.numel()
-        else:  # private: only its own width's backward reaches it
+        else:  # private: only its own width's backward reaches it, whatever the merge
             g = sum(row[i] for row in grads)
         expected[id(p)] = p.detach() - cfg.lr * g
     conflicts = int((flat @ flat.t() < 0).sum()) // 2
-    return expected, conflicts
+    return expected, conflicts, priorities
 
 
-def test_sfsc_step_equals_hand_computed_projection():
-    cfg = tiny_config()
+@pytest.mark.parametrize('method', ['sfsc', 'sfsc_first_reading'])
+def test_sfsc_step_equals_hand_computed_projection(method):
+    cfg = tiny_config(method=method)
     net = tiny_net(cfg).train()
     images, labels = tiny_batch()
     reference = tiny_net(cfg).train()
-    expected, conflicting_pairs = _hand_computed_update(cfg, reference, images, labels, epoch=0.5)
+    expected, conflicting_pairs, priorities = _hand_computed_update(cfg, reference, images, labels, epoch=0.5,
+                                                                    reference=method == 'sfsc')
     step = create_train_step(cfg, net, DistInfo())
     result = step(images, labels, epoch=0.5)
     assert not result.skipped and len(result.priorities) == 3 and abs(sum(result.priorities) - 3) < 1e-5
+    torch.testing.assert_close(torch.tensor(result.priorities), priorities.float())
     assert conflicting_pairs > 0 and result.num_conflicts > 0  # the projection was exercised
     for name, p in net.named_parameters():
         torch.testing.assert_close(p.detach(), expected[id(dict(reference.named_parameters())[name])], rtol=0,
                                    atol=2e-6, msg=name)
+
+
+def test_sfsc_trains_the_widest_width_on_cross_entropy_and_the_others_on_the_constant_kl_uncertainty_loss():
+    cfg = tiny_config(method='sfsc')
+    assert (cfg.widest_loss, cfg.kl_coef, cfg.kl_anneal_epochs, cfg.priority, cfg.gradient_merge) == (
+        'cross_entropy', 0.0005, 0.0, 'uniform', 'mean')
+    net = tiny_net(cfg).train()
+    images, labels = tiny_batch()
+    step = create_train_step(cfg, net, DistInfo())
+    for epoch in (0.0, 3.0, 50.0):  # the KL weight is the constant at every epoch
+        losses, _ = step.width_losses(images, labels, epoch)
+        for width, loss in zip(step.widths, losses):
+            with torch.no_grad(), net.width(width):
+                logits = net(images)
+            if width == 1.0:
+                expected = torch.nn.functional.cross_entropy(logits, labels)
+            else:
+                expected = _evidential_loss_by_hand(logits, labels, 0.0005)[0]
+            torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6, msg=f'{width} at {epoch}')
+
+
+@pytest.mark.parametrize('merge', ['mean', 'sum'])
+def test_gradient_merge_divides_only_the_shared_gradients(merge):
+    """With the projection off (sfsc_no_proj), the update of a shared parameter is the sum of the widths' gradients,
+    or a third of it (three widths) with the mean merge; a width's private BatchNorm takes its own gradient."""
+    cfg = tiny_config(method='sfsc_no_proj', gradient_merge=merge)
+    net, reference = tiny_net(cfg).train(), tiny_net(cfg).train()
+    images, labels = tiny_batch()
+    step = create_train_step(cfg, net, DistInfo())
+    losses, _ = SFSCStep.width_losses(create_train_step(cfg, reference, DistInfo()), images, labels, 0.0)
+    params = dict(reference.named_parameters())
+    grads = [dict(zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True))) for loss in losses]
+    step(images, labels, epoch=0.0)
+    shared = {id(p) for p in shared_params(reference)}
+    scale = 1 / 3 if merge == 'mean' else 1.0
+    for name, p in net.named_parameters():
+        total = sum(g[name] for g in grads if g[name] is not None)
+        factor = scale if id(params[name]) in shared else 1.0
+        torch.testing.assert_close(p.detach(), params[name].detach() - cfg.lr * factor * total, rtol=0, atol=2e-6,
+                                   msg=name)
 
 
 def test_private_norm_of_a_width_only_changes_when_that_width_is_trained():
@@ -253,7 +320,7 @@ def test_run_folder_has_everything(tmp_path):
     assert metrics['widths'] == [0.25, 0.5, 1.0] and len(metrics['matrix']) == 3
     assert set(metrics['metrics']) == {f'{q:g}->{g:g}' for q in (0.25, 0.5, 1) for g in (0.25, 0.5, 1)}
     assert metrics['summary']['mean'] == pytest.approx(sum(map(sum, metrics['matrix'])) / 9)
-    assert metrics['recipe']['method'] == 'sfsc'
+    assert metrics['recipe']['method'] == 'sfsc_first_reading'  # the built-in default recipe's
     net = sfsc_timm.load(export)  # the export is an ordinary sfsc_timm checkpoint
     assert net.widths == (0.25, 0.5, 1.0) and net.embed_dim == 32
     # no staging left behind; the run lock's file stays by design (sfsc_timm/train/run_lock.py)
@@ -282,7 +349,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
 def test_resume_with_another_recipe_names_the_differing_keys(tmp_path):
     assert main(tiny_args(tmp_path, 'run', 2, '--stop-after', '1')) == 0
     with pytest.raises(ConfigError, match=r"differing keys: lr: checkpoint 0\.05 vs now 0\.2; method: checkpoint "
-                                          r"'sfsc' vs now 'bct_s'"):
+                                          r"'sfsc_first_reading' vs now 'bct_s'\. "):
         resolve_run(['-c', str(DEFAULT_RECIPE), *TINY, '--epochs', '2', '--lr', '0.2', '--method', 'bct_s',
                      '--resume', str(tmp_path / 'run')])
     with pytest.raises(FileNotFoundError, match='no checkpoint there'):
@@ -295,11 +362,13 @@ def test_a_checkpoint_written_before_a_recipe_key_existed_resumes_with_that_keys
     state = torch.load(state_file, weights_only=True)
     # keys later than the run, as an older version wrote it
     for key in ('kd_temperature', 'projection_granularity', 'classifier', 'classifier_scale', 'lambda_cross_tri',
-                'cross_tri_direction'):
+                'cross_tri_direction', 'widest_loss', 'gradient_merge'):
         del state['config'][key]
     torch.save(state, state_file)
     cfg, _, _, _ = resolve_run(['--resume', str(tmp_path / 'run')])
     assert cfg.kd_temperature == 1.0 and cfg.projection_granularity == 'model'
+    # what every sfsc method trained with before these two keys existed: the first reading's
+    assert cfg.widest_loss == 'uncertainty' and cfg.gradient_merge == 'sum'
     assert cfg.classifier == 'linear' and cfg.classifier_scale is None
     assert cfg.lambda_cross_tri == 0.0 and cfg.cross_tri_direction == 'to_widest'
     # a value other than the default is still a different recipe
@@ -313,8 +382,8 @@ def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_pa
     original = SFSCStep.own_loss
     calls = {'n': 0}
 
-    def poisoned(self, out, labels, epoch):
-        loss, u = original(self, out, labels, epoch)
+    def poisoned(self, out, labels, epoch, widest=False):
+        loss, u = original(self, out, labels, epoch, widest)
         calls['n'] += 1  # once per width and step
         # one bad step in epoch 1 (skipped, training goes on), then every step from epoch 2 on
         bad = epoch >= 1 or calls['n'] in (4, 5, 6)

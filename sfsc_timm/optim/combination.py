@@ -2,6 +2,8 @@
 
 The update is always ``sum_i weights[i] * g_i``. :class:`PCGrad` (the SFSC projection) decides the weights from the
 ``m x m`` Gram matrix ``G[i][j] = g_i . g_j``; :class:`Sum` (the no-projection ablation) needs no Gram matrix at all.
+Either merges the tasks' (projected) gradients by their sum or by their mean (``merge``; the public SFSC reference's
+PCGrad takes the mean over the widths of the parameters they all share, docs/design.md "The SFSC step").
 Keeping the decision apart from the gradient plumbing (:class:`~sfsc_timm.optim.GradientProjection`) is what lets
 the same plumbing serve every combination, and lets the arithmetic be tested on plain matrices.
 """
@@ -10,11 +12,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ['GradientCombination', 'PCGrad', 'Sum', 'pcgrad_coefficients']
+__all__ = ['GradientCombination', 'MERGES', 'PCGrad', 'Sum', 'pcgrad_coefficients']
+
+MERGES = ('sum', 'mean')
 
 
 class GradientCombination(ABC):
     """Decides the weight of each task's gradient in the update.
+
+    Args:
+        merge: How the tasks' (projected) gradients are merged: ``'sum'`` or ``'mean'`` (the sum divided by the number
+            of tasks).
 
     Attributes:
         needs_gram: Whether :meth:`weights` reads the Gram matrix (when False it is passed None and never computed).
@@ -24,9 +32,16 @@ class GradientCombination(ABC):
 
     needs_gram: bool = True
 
-    def __init__(self):
+    def __init__(self, merge: str = 'sum'):
+        if merge not in MERGES:
+            raise ValueError(f"Unknown merge {merge!r}, expected one of {MERGES}.")
+        self.merge = merge
         self.last_num_conflicts = 0
         self.num_conflicts_total = 0
+
+    def merged(self, summed: torch.Tensor) -> torch.Tensor:
+        """The ``(m,)`` weights of the merge, from those of the sum."""
+        return summed / summed.numel() if self.merge == 'mean' else summed
 
     @abstractmethod
     def weights(self, gram: Optional[torch.Tensor], num_tasks: int) -> torch.Tensor:
@@ -45,17 +60,18 @@ class GradientCombination(ABC):
         self.num_conflicts_total = int(state.get('num_conflicts_total', 0))
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}()'
+        return f'{type(self).__name__}(merge={self.merge!r})'
 
 
 class Sum(GradientCombination):
-    """Every task's gradient with weight 1: the plain sum (the ``sfsc_no_proj`` ablation)."""
+    """Every task's gradient with weight 1, or ``1 / m`` with ``merge='mean'``: no projection (the ``sfsc_no_proj``
+    ablation)."""
 
     needs_gram = False
 
     def weights(self, gram: Optional[torch.Tensor], num_tasks: int) -> torch.Tensor:
         self.last_num_conflicts = 0
-        return torch.ones(num_tasks, dtype=torch.float64)
+        return self.merged(torch.ones(num_tasks, dtype=torch.float64))
 
 
 def pcgrad_coefficients(gram: List[List[float]], generator: Optional[torch.Generator]) -> Tuple[List[List[float]], int]:
@@ -91,15 +107,17 @@ def pcgrad_coefficients(gram: List[List[float]], generator: Optional[torch.Gener
 
 class PCGrad(GradientCombination):
     """PCGrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning"): each task's gradient is projected onto
-    the normal plane of every other task's gradient it conflicts with, in a random order; the update is the sum.
+    the normal plane of every other task's gradient it conflicts with, in a random order; the update is the sum (or,
+    ``merge='mean'``, the mean) of the projected gradients.
 
     Args:
         generator: Source of the random orders; a fresh one seeded from torch's global RNG when None, so that
             ``torch.manual_seed`` makes runs reproducible.
+        merge: ``'sum'`` (PCGrad's) or ``'mean'``.
     """
 
-    def __init__(self, generator: Optional[torch.Generator] = None):
-        super().__init__()
+    def __init__(self, generator: Optional[torch.Generator] = None, merge: str = 'sum'):
+        super().__init__(merge)
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
         self.generator = generator
@@ -111,7 +129,7 @@ class PCGrad(GradientCombination):
         coefficients, self.last_num_conflicts = pcgrad_coefficients(rows, self.generator)
         self.num_conflicts_total += self.last_num_conflicts
         self.last_coefficients = torch.tensor(coefficients, dtype=torch.float64).reshape(num_tasks, num_tasks)
-        return self.last_coefficients.sum(0)
+        return self.merged(self.last_coefficients.sum(0))
 
     def state_dict(self) -> Dict[str, Any]:
         return dict(super().state_dict(), generator_state=self.generator.get_state())
@@ -123,4 +141,4 @@ class PCGrad(GradientCombination):
             self.generator.set_state(state['generator_state'].cpu())
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(generator={self.generator!r})'
+        return f'{type(self).__name__}(generator={self.generator!r}, merge={self.merge!r})'

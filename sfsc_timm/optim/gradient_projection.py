@@ -115,7 +115,9 @@ class GradientProjection:
         generator: Source of PCGrad's random visiting orders (see :class:`~sfsc_timm.optim.PCGrad`).
         process_group: Group to average over when distributed; the default group when None.
         projection_mode: `'pcgrad'`, or `'sum'` for a plain sum (the no-projection ablation).
-        combination: The combination object itself, instead of `projection_mode` / `generator`.
+        merge: How the combination merges the tasks' (projected) gradients of the shared parameters: `'sum'` or
+            `'mean'` (the public SFSC reference's); private parameters keep their own gradient either way.
+        combination: The combination object itself, instead of `projection_mode` / `generator` / `merge`.
         supports: Optional promise, per shared parameter, of where each task's gradient can be non-zero: a list
             (one entry per task) of leading-slice indices such as ``(slice(0, 64), slice(0, 32))``, or None for
             the whole tensor. The Gram matrix and the combination then read only those blocks. A wrong promise
@@ -151,6 +153,7 @@ class GradientProjection:
             generator: Optional[torch.Generator] = None,
             process_group: Optional[Any] = None,
             projection_mode: str = 'pcgrad',
+            merge: str = 'sum',
             combination: Optional[GradientCombination] = None,
             supports: Optional[Mapping[torch.Tensor, Sequence[Any]]] = None,
             layout: str = 'auto',
@@ -161,9 +164,9 @@ class GradientProjection:
         if combination is None:
             if projection_mode not in _MODES:
                 raise ValueError(f"Unknown projection_mode '{projection_mode}', expected one of {tuple(_MODES)}.")
-            combination = PCGrad(generator) if projection_mode == 'pcgrad' else Sum()
-        elif generator is not None:
-            raise ValueError('Pass the generator to the combination object, not to GradientProjection.')
+            combination = PCGrad(generator, merge=merge) if projection_mode == 'pcgrad' else Sum(merge=merge)
+        elif generator is not None or merge != 'sum':
+            raise ValueError('Pass the generator and the merge to the combination object, not to GradientProjection.')
         if layout not in _LAYOUTS:
             raise ValueError(f"Unknown layout '{layout}', expected one of {_LAYOUTS}.")
         if granularity not in _GRANULARITIES:

@@ -21,17 +21,20 @@ from ..data.validation import VAL_SPLITS
 from ..errors import CommandParser
 from ..losses.cosine_classifier import CLASSIFIERS, DEFAULT_COSINE_SCALE
 from ..losses.dirichlet import EVIDENCE_FUNCTIONS
+from ..optim.combination import MERGES
 from ..layers import check_widths
 from .key_help import key_comments
 
 __all__ = [
-    'TrainConfig', 'ConfigError', 'RUNTIME_KEYS', 'DEFAULT_EXPERIMENT', 'load_recipe', 'build_parser', 'parse_args',
+    'TrainConfig', 'ConfigError', 'LEGACY_KEY_VALUES', 'RUNTIME_KEYS',
+    'DEFAULT_EXPERIMENT', 'load_recipe', 'build_parser', 'parse_args',
     'config_from_dict', 'config_differences', 'save_config', 'check_pretrained_file',
 ]
 
 DEFAULT_EXPERIMENT = 'sfsc_resnet18_fashion_mnist'
 SAMPLERS = ('random', 'pk')
 PRIORITIES = ('uncertainty', 'relative', 'uniform')
+WIDEST_LOSSES = ('cross_entropy', 'uncertainty')
 PROJECTION_GRANULARITIES = ('model', 'layer')
 AMP_DTYPES = ('float16', 'bfloat16')
 # timm.scheduler.create_scheduler_v2's schedules that step on epochs / updates without a validation metric
@@ -63,20 +66,32 @@ class TrainConfig:
     crop_pct: float = 1.0  # eval transform: resize to size / crop_pct, then centre crop
     drop_path_rate: float = 0.0  # stochastic depth rate of the backbone
     # --- method (docs/open_set.md for sfsc_ce_ens, sfsc_ce, sfsc_exp and sfsc_ipd) ---
-    # sfsc, sfsc_ce_ens, sfsc_ce, sfsc_exp, sfsc_ipd, sfsc_no_proj, sfsc_no_unc, bct_s, asymmetric_s, independent, bct,
-    # asymmetric
-    method: str = 'sfsc'
-    # width priorities of the sfsc methods: uncertainty (the seed's), relative (the same ratios, the widest width's
-    # weight held at 1) or uniform; null takes the method's own (sfsc_ce_ens: relative; the others: uncertainty)
+    # sfsc, sfsc_ce_ens, sfsc_ce, sfsc_exp, sfsc_ipd, sfsc_first_reading, sfsc_no_proj, sfsc_no_unc, bct_s,
+    # asymmetric_s, independent, bct, asymmetric
+    # the built-in default recipe keeps the method its published numbers were measured with (README, "The main job")
+    method: str = 'sfsc_first_reading'
+    # the widest width's loss in the evidential sfsc methods: cross_entropy (the public reference's) or uncertainty
+    # (the uncertainty loss, as the narrower widths); null: the method's own (sfsc: cross_entropy; sfsc_first_reading,
+    # sfsc_exp, sfsc_ipd: uncertainty)
+    widest_loss: Optional[str] = None
+    # width priorities of the sfsc methods: uncertainty (pi_w = m u_w / sum_j u_j, the first reading's), relative (the
+    # same ratios, the widest width's weight held at 1) or uniform (none: the reference's); null takes the method's
+    # own (sfsc: uniform; sfsc_ce_ens: relative; sfsc_first_reading, sfsc_exp, sfsc_ipd, sfsc_ce: uncertainty)
     priority: Optional[str] = None
+    # how the sfsc methods merge the widths' projected gradients of the parameters all widths share: mean (the public
+    # reference's PCGrad) or sum (PCGrad's paper); private BatchNorm parameters keep their own gradient either way;
+    # null: the method's own (sfsc, sfsc_no_proj, sfsc_no_unc: mean; the others: sum)
+    gradient_merge: Optional[str] = None
     # what the sfsc methods' gradient projection decides over: model (the seed's: the widths' whole shared gradients)
     # or layer (each shared parameter tensor on its own); null: the method's own (model)
     projection_granularity: Optional[str] = None
-    # the uncertainty loss's settings: null takes the method's own (sfsc: the seed's softplus evidence and KL weight 1
-    # reached after 10 epochs; sfsc_exp: exp evidence, no KL term; sfsc_ipd: as sfsc_exp plus in-place distillation;
-    # sfsc_ce / sfsc_ce_ens: cross-entropy, exp evidence for the priorities' uncertainty, lambda_kd 0.5)
+    # the uncertainty loss's settings: null takes the method's own (sfsc: softplus evidence, a constant KL weight
+    # 0.0005, the reference's; sfsc_first_reading: softplus, KL weight 1 reached after 10 epochs; sfsc_exp: exp
+    # evidence, no KL term; sfsc_ipd: as sfsc_exp plus in-place distillation; sfsc_ce / sfsc_ce_ens: cross-entropy, exp
+    # evidence for the priorities' uncertainty, lambda_kd 0.5)
     kl_coef: Optional[float] = None  # weight of the Dirichlet KL term of the uncertainty loss
-    kl_anneal_epochs: Optional[float] = None  # the KL weight rises linearly to kl_coef over this many epochs
+    # the KL weight rises linearly to kl_coef over this many epochs; 0: kl_coef from the first step
+    kl_anneal_epochs: Optional[float] = None
     evidence: Optional[str] = None  # how logits become Dirichlet evidence: softplus or exp
     # in-place distillation (sfsc_ipd): weight of each narrower width's regression onto the widest width's embedding
     lambda_align: Optional[float] = None
@@ -159,6 +174,10 @@ class TrainConfig:
         """The run folder: ``output`` or ``output/<experiment>``."""
         return Path(self.output) if self.output else Path('output') / (self.experiment or DEFAULT_EXPERIMENT)
 
+
+# keys added after runs were saved without them -> the value those runs trained with (a run saved before `sfsc`
+# became the public reference's training trained every sfsc method with these)
+LEGACY_KEY_VALUES: Dict[str, Any] = dict(widest_loss='uncertainty', gradient_merge='sum')
 
 # keys that do not change the trained weights: they may differ between a run and its resumption
 RUNTIME_KEYS = frozenset({
@@ -247,7 +266,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choices = dict(priority=PRIORITIES, projection_granularity=PROJECTION_GRANULARITIES, sampler=SAMPLERS,
                    amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS, evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES,
                    triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES, classifier=CLASSIFIERS,
-                   cross_tri_direction=CROSS_TRI_DIRECTIONS)
+                   cross_tri_direction=CROSS_TRI_DIRECTIONS, widest_loss=WIDEST_LOSSES, gradient_merge=MERGES)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(map(str, allowed))}.')
@@ -294,6 +313,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'recipe key cross_tri_direction={cfg.cross_tri_direction!r} has no effect: there is no '
                           'cross-width triplet (lambda_cross_tri is 0); set lambda_cross_tri > 0, or '
                           'cross_tri_direction: to_widest.')
+    if cfg.widest_loss != method.defaults['widest_loss'] and not method.trains_uncertainty_loss:
+        raise ConfigError(f'recipe key widest_loss={cfg.widest_loss!r} has no effect: {cfg.method} trains every width '
+                          f'with the same loss; choose one of {", ".join(_methods_where("trains_uncertainty_loss"))}, '
+                          'or set widest_loss: null.')
+    if cfg.gradient_merge != method.defaults['gradient_merge'] and not method.merges_width_gradients:
+        merging = _methods_where('merges_width_gradients')
+        raise ConfigError(f'recipe key gradient_merge={cfg.gradient_merge!r} has no effect: {cfg.method} sums one loss '
+                          f'over the widths; choose one of {", ".join(merging)}, or set gradient_merge: null.')
     if cfg.projection_granularity != 'model' and not method.projects_gradients:
         projecting = _methods_where('projects_gradients')
         raise ConfigError(f'recipe key projection_granularity={cfg.projection_granularity!r} has no effect: '

@@ -24,8 +24,8 @@ from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
 from .params import shared_params, width_gradient_supports
 from .registry import METHODS, register_method
 
-__all__ = ['StepResult', 'WidthOutput', 'TrainStep', 'SFSCStep', 'SFSCNoProjectionStep', 'SFSCNoUncertaintyStep',
-           'SummedLossStep', 'BCTSharedStep', 'METHODS', 'register_method']
+__all__ = ['StepResult', 'WidthOutput', 'TrainStep', 'SFSCStep', 'SFSCFirstReadingStep', 'SFSCNoProjectionStep',
+           'SFSCNoUncertaintyStep', 'SummedLossStep', 'BCTSharedStep', 'METHODS', 'register_method']
 
 
 @dataclass
@@ -80,14 +80,19 @@ class TrainStep:
 
     network = 'supernet'  # or 'model_set': one static model per width (sfsc_timm.models.ModelSet)
     num_stages = 1  # methods that train the full model first, then the others, have 2 (epochs are per stage)
-    # recipe keys left null take these: the uncertainty loss as the seed states it (docs/design.md, "The SFSC step":
-    # softplus evidence, KL weight 1 reached after 10 epochs), no in-place distillation
+    # recipe keys left null take these: the project's first reading of the SFSC paper
+    # (docs/design.md, "The SFSC step"): every width the uncertainty loss with softplus evidence and a KL weight 1 reached after 10 epochs,
+    # uncertainty priorities, the projected gradients summed; no in-place distillation. `sfsc` overrides five of them
+    # with the public reference's settings; the methods that grew from the first reading keep them
     defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0,
                                        lambda_kd=0.0, kd_temperature=1.0, priority='uncertainty',
-                                       projection_granularity='model')
+                                       projection_granularity='model', widest_loss='uncertainty',
+                                       gradient_merge='sum')
     aligns_widths = False  # whether lambda_align / lambda_kd (in-place distillation) mean anything to this method
     projects_gradients = False  # whether projection_granularity means anything to this method
     trains_cross_width_triplet = False  # whether lambda_cross_tri means anything to this method (the supernet ones)
+    trains_uncertainty_loss = False  # whether widest_loss means anything to this method (the evidential sfsc ones)
+    merges_width_gradients = False  # whether gradient_merge means anything (the sfsc methods' GradientProjection)
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         if not getattr(net, 'num_classes', 0):
@@ -225,16 +230,24 @@ class TrainStep:
 
 @register_method('sfsc')
 class SFSCStep(TrainStep):
-    """SFSC (docs/design.md, "The SFSC step"): per width, widest first, the uncertainty-based compatible loss through
-    the shared head (+ triplet); priorities from the detached mean uncertainties; one backward of ``pi_w * loss_w``
-    per width, each collected by GradientProjection, which projects conflicting shared gradients and sums them.
+    """SFSC as the public reference trains it (docs/design.md, "The SFSC step"; docs/open_set.md says which part
+    comes from the SFSC paper, which from the reference and which is ours).
 
-    Private BatchNorm parameters (one width's) keep their own gradient; everything else is projected.
+    Per width, widest first, through the shared head (+ triplet): the widest width's loss is softmax cross-entropy
+    (``widest_loss``), each narrower width's the SFSC paper's uncertainty-based compatible loss with softplus evidence
+    and a constant KL weight 0.0005 (``kl_coef``, ``kl_anneal_epochs: 0``). No priority multipliers
+    (``priority: uniform``): the evidential loss's own gradient weights the widths. One backward per width, each
+    collected by GradientProjection, which projects conflicting shared gradients (PCGrad) and merges them by their
+    mean (``gradient_merge``). Private BatchNorm parameters (one width's) keep their own gradient.
     """
+    defaults = dict(TrainStep.defaults, widest_loss='cross_entropy', kl_coef=0.0005, kl_anneal_epochs=0.0,
+                    priority='uniform', gradient_merge='mean')
     use_uncertainty = True
     projection_mode = 'pcgrad'
     projects_gradients = True
     trains_cross_width_triplet = True
+    trains_uncertainty_loss = True
+    merges_width_gradients = True
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         super().__init__(net, cfg, dist_info)
@@ -252,7 +265,7 @@ class SFSCStep(TrainStep):
         return GradientProjection(inner, shared_params(self.net), num_tasks=len(self.widths), generator=generator,
                                   projection_mode=self.projection_mode,
                                   supports=width_gradient_supports(self.net, self.widths),
-                                  granularity=self.cfg.projection_granularity)
+                                  granularity=self.cfg.projection_granularity, merge=self.cfg.gradient_merge)
 
     def width_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float
                      ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
@@ -262,18 +275,22 @@ class SFSCStep(TrainStep):
         outs = [self.forward_width(width, images) for width in self.widths]
         losses, uncertainties = [], []
         crosses = self.cross_width_triplets(outs, labels)
-        for out, distillation, cross in zip(outs, self.distillation_losses(outs), crosses):
-            loss, uncertainty = self.own_loss(out, labels, epoch)
+        for i, (out, distillation, cross) in enumerate(zip(outs, self.distillation_losses(outs), crosses)):
+            loss, uncertainty = self.own_loss(out, labels, epoch, widest=i == 0)
             losses.append(_plus(_plus(loss, distillation), cross))
             uncertainties.append(uncertainty)
         return losses, uncertainties
 
-    def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float
+    def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float, widest: bool = False
                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(the width's loss on the labels, its detached mean uncertainty or None): the uncertainty loss (+ triplet),
-        or cross-entropy (+ triplet) for the ablation without it."""
+        or cross-entropy (+ triplet) for the ablation without it and, with ``widest_loss: cross_entropy``, for the
+        widest width, whose uncertainty is then read from its logits' evidence (the priorities may need it)."""
         if not self.use_uncertainty:
             return self.classification_loss(out, labels), None
+        if widest and self.cfg.widest_loss == 'cross_entropy':
+            alpha = evidence_to_alpha(out.logits.detach().float(), self.cfg.evidence)
+            return self.classification_loss(out, labels), dirichlet_uncertainty(alpha).mean()
         evidential = self.uncertainty_loss(out.logits, labels, epoch)
         extra = self.metric_loss(out, labels)
         return (evidential.loss if extra is None else evidential.loss + extra), evidential.uncertainty
@@ -331,8 +348,16 @@ class SFSCStep(TrainStep):
                           layer_conflicts_widest=layer_conflicts_widest)
 
 
+@register_method('sfsc_first_reading')
+class SFSCFirstReadingStep(SFSCStep):
+    """The project's first reading of the SFSC paper, kept for the record (docs/open_set.md): every width, the widest
+    included, takes the uncertainty loss with a KL weight 1 reached after 10 epochs; priorities
+    ``pi_w = m * u_w / sum_j u_j``; the projected gradients summed. On hundreds of identities it collapses."""
+    defaults = TrainStep.defaults
+
+
 @register_method('sfsc_exp')
-class SFSCExpEvidenceStep(SFSCStep):
+class SFSCExpEvidenceStep(SFSCFirstReadingStep):
     """SFSC for identities never seen in training (docs/open_set.md): the seed's priorities and gradient projection,
     with the uncertainty loss made to work with hundreds of classes.
 
@@ -341,7 +366,7 @@ class SFSCExpEvidenceStep(SFSCStep):
     KL term (``kl_coef: 0``; the KL toward the flat Dirichlet pulls every non-target evidence to zero, which with
     hundreds of classes removes the evidence of the target too). Measured in ``benchmarks/evidential_scaling.py``.
     """
-    defaults = dict(SFSCStep.defaults, evidence='exp', kl_coef=0.0)
+    defaults = dict(SFSCFirstReadingStep.defaults, evidence='exp', kl_coef=0.0)
 
 
 @register_method('sfsc_ipd')
@@ -354,7 +379,7 @@ class SFSCInPlaceDistillationStep(SFSCStep):
 
 
 @register_method('sfsc_ce')
-class SFSCCrossEntropyStep(SFSCStep):
+class SFSCCrossEntropyStep(SFSCFirstReadingStep):
     """SFSC for identities never seen in training (docs/open_set.md): the seed's uncertainty priorities and gradient
     projection, each width's loss the prior-free Dirichlet's log marginal likelihood, and in-place distillation of
     the widest width's class posterior into the narrower ones.
@@ -369,10 +394,11 @@ class SFSCCrossEntropyStep(SFSCStep):
     * ``lambda_kd: 0.5``: each narrower width also matches the widest width's detached class posterior (KL at
       temperature 1, Yu & Huang 2019), which lifts the narrowest width and closes the cross-width gap.
     """
-    defaults = dict(SFSCStep.defaults, evidence='exp', kl_coef=0.0, lambda_kd=0.5)
+    defaults = dict(SFSCFirstReadingStep.defaults, evidence='exp', kl_coef=0.0, lambda_kd=0.5)
     aligns_widths = True
+    trains_uncertainty_loss = False  # cross-entropy at every width
 
-    def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float
+    def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float, widest: bool = False
                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         alpha = evidence_to_alpha(out.logits.detach().float(), self.cfg.evidence)
         # label smoothing and the triplet term as in every method
@@ -402,15 +428,18 @@ class SFSCCrossEntropyEnsembleStep(SFSCCrossEntropyStep):
 
 @register_method('sfsc_no_proj')
 class SFSCNoProjectionStep(SFSCStep):
-    """Ablation: the uncertainty loss and priorities, but the per-width gradients are summed, not projected."""
+    """Ablation of ``sfsc``: its losses, but the per-width gradients are merged (``gradient_merge``), not projected."""
     projection_mode = 'sum'
     projects_gradients = False
 
 
 @register_method('sfsc_no_unc')
 class SFSCNoUncertaintyStep(SFSCStep):
-    """Ablation: cross-entropy through the shared classifier (uniform priorities), with gradient projection."""
+    """Ablation: cross-entropy through the shared classifier at every width (uniform priorities), with gradient
+    projection; with ``sfsc``'s mean merge it is what the public reference's SFSC commands train
+    (``SNET.USE_SFSC_LOSS False``, docs/open_set.md)."""
     use_uncertainty = False
+    trains_uncertainty_loss = False
 
 
 class SummedLossStep(TrainStep):
