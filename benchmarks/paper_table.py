@@ -39,15 +39,15 @@ from sfsc_timm.eval import (
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
-# the settings of the first reading that `sfsc`'s ablations (sfsc_no_proj, sfsc_no_unc) take to ablate it instead
+# the settings of the first reading, which `sfsc`'s ablations (sfsc_no_proj, sfsc_no_unc) take to ablate it instead
 FIRST_READING = ['--widest-loss', 'uncertainty', '--kl-coef', '1', '--kl-anneal-epochs', '10', '--priority',
                  'uncertainty', '--gradient-merge', 'sum']
 # row name -> (trainer method, extra trainer arguments, label). The first eight are the SFSC paper's table (`sfsc` as
-# the public reference trains it, docs/open_set.md); sfsc_exp and the sfsc_ce family are this project's open-set
+# the public reference implements it, docs/design.md); sfsc_exp and the sfsc_ce family are this project's open-set
 # remedies, their ablations change one of their settings each.
 ROWS: Dict[str, Tuple[str, List[str], str]] = {
     'independent': ('independent', [], 'Unified Model (independent)'),
-    'sfsc': ('sfsc', [], 'Ours (SFSC, as the public reference trains it)'),
+    'sfsc': ('sfsc', [], "Ours (SFSC, the public reference's loss and projection)"),
     'bct_s': ('bct_s', [], 'BCT-S'),
     'asymmetric_s': ('asymmetric_s', [], 'Asymmetric-S'),
     'bct': ('bct', [], 'BCT'),

@@ -26,6 +26,10 @@ from sfsc_timm.train.methods import create_train_step
 from sfsc_timm.train.steps import SFSCStep
 
 REPO = Path(__file__).resolve().parents[1]
+# every method registered when the keys widest_loss and gradient_merge were added
+METHODS_BEFORE_THE_REFERENCE = ('sfsc', 'sfsc_exp', 'sfsc_ipd', 'sfsc_ce', 'sfsc_ce_ens', 'sfsc_no_proj', 'sfsc_no_unc',
+                                'bct_s', 'independent', 'bct', 'asymmetric', 'asymmetric_reg', 'asymmetric_s',
+                                'asymmetric_s_reg')
 DEFAULT_RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
 MARKET_RECIPE = REPO / 'recipes' / 'sfsc_resnet50_market1501.yaml'
 
@@ -170,7 +174,7 @@ def _evidential_loss_by_hand(logits, labels, kl_weight):
 def _hand_computed_update(cfg, net, images, labels, epoch, reference: bool):
     """Per width (widest first) the gradients of pi_w * loss_w, PCGrad on the shared ones, one plain SGD step.
 
-    ``reference``: `sfsc` as the public reference trains it (the widest width on cross-entropy, a constant KL weight
+    ``reference``: `sfsc` as the public reference implements it (the widest width on cross-entropy, a constant KL weight
     0.0005, no priorities, the projected shared gradients merged by their mean); else the first reading (every width
     on the uncertainty loss with the annealed KL weight, priorities m u_w / sum u, the projected gradients summed).
     """
@@ -376,6 +380,17 @@ def test_a_checkpoint_written_before_a_recipe_key_existed_resumes_with_that_keys
         resolve_run(['--resume', str(tmp_path / 'run'), '--projection-granularity', 'layer'])
     assert main(['--resume', str(tmp_path / 'run')]) == 0
     assert (tmp_path / 'run' / 'export' / 'model.safetensors').is_file()
+
+
+@pytest.mark.parametrize('method', METHODS_BEFORE_THE_REFERENCE)
+def test_every_methods_config_saved_before_the_reference_keys_still_resolves(method):
+    """A run saved before widest_loss / gradient_merge existed resumes with what it trained with."""
+    from sfsc_timm.train.config import legacy_key_values
+    from sfsc_timm.train.methods import METHODS
+    cfg = config_from_dict({**legacy_key_values(method), 'method': method})  # not refused
+    assert cfg.gradient_merge == 'sum'
+    evidential = method in ('sfsc', 'sfsc_no_proj', 'sfsc_exp', 'sfsc_ipd')  # the widest width on the uncertainty loss
+    assert cfg.widest_loss == ('uncertainty' if evidential else METHODS[method].defaults['widest_loss'])
 
 
 def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):

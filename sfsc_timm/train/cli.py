@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import check_output_folder_writable, run_command
 from .checkpointing import load_training_state, resolve_checkpoint
 from .config import (
-    LEGACY_KEY_VALUES, RUNTIME_KEYS, ConfigError, TrainConfig, check_pretrained_file, config_differences,
-    config_from_dict, parse_args,
+    RUNTIME_KEYS, ConfigError, TrainConfig, check_pretrained_file, config_differences, config_from_dict,
+    legacy_key_values, parse_args,
 )
 from .run_lock import RunLock
 from .run_status import run_files, run_status
@@ -45,7 +45,7 @@ def resolve_run(argv: Optional[List[str]] = None) -> Tuple[TrainConfig, Optional
         return cfg, None, None, extra.stop_after
     folder = resolve_checkpoint(extra.resume)
     state = load_training_state(folder)
-    saved = {**LEGACY_KEY_VALUES, **state['config']}
+    saved = {**legacy_key_values(state['config'].get('method')), **state['config']}
     if given.get('output') is None:
         # continue in the run folder the checkpoint belongs to
         run_dir = folder.parent.parent if folder.parent.name == 'checkpoints' else Path(saved.get('output') or '.')

@@ -26,7 +26,7 @@ from ..layers import check_widths
 from .key_help import key_comments
 
 __all__ = [
-    'TrainConfig', 'ConfigError', 'LEGACY_KEY_VALUES', 'RUNTIME_KEYS',
+    'TrainConfig', 'ConfigError', 'LEGACY_KEY_VALUES', 'RUNTIME_KEYS', 'legacy_key_values',
     'DEFAULT_EXPERIMENT', 'load_recipe', 'build_parser', 'parse_args',
     'config_from_dict', 'config_differences', 'save_config', 'check_pretrained_file',
 ]
@@ -176,8 +176,20 @@ class TrainConfig:
 
 
 # keys added after runs were saved without them -> the value those runs trained with (a run saved before `sfsc`
-# became the public reference's training trained every sfsc method with these)
+# followed the public reference trained every sfsc method with these); see legacy_key_values
 LEGACY_KEY_VALUES: Dict[str, Any] = dict(widest_loss='uncertainty', gradient_merge='sum')
+
+
+def legacy_key_values(method: Optional[str]) -> Dict[str, Any]:
+    """The values a run of `method` saved without the keys of :data:`LEGACY_KEY_VALUES` trained with: those, except
+    ``widest_loss`` where the method trains every width with one loss (there the method's own value, which is what
+    it always did)."""
+    from .methods import METHODS  # late, as in validate
+    values = dict(LEGACY_KEY_VALUES)
+    step = METHODS.get(method)
+    if step is not None and not step.trains_uncertainty_loss:
+        values['widest_loss'] = step.defaults['widest_loss']
+    return values
 
 # keys that do not change the trained weights: they may differ between a run and its resumption
 RUNTIME_KEYS = frozenset({
