@@ -81,9 +81,10 @@ class TrainStep:
     network = 'supernet'  # or 'model_set': one static model per width (sfsc_timm.models.ModelSet)
     num_stages = 1  # methods that train the full model first, then the others, have 2 (epochs are per stage)
     # recipe keys left null take these: the project's first reading of the SFSC paper
-    # (docs/design.md, "The SFSC step"): every width the uncertainty loss with softplus evidence and a KL weight 1 reached after 10 epochs,
-    # uncertainty priorities, the projected gradients summed; no in-place distillation. `sfsc` overrides five of them
-    # with the public reference's settings; the methods that grew from the first reading keep them
+    # (docs/design.md, "The SFSC step"): every width the uncertainty loss with softplus evidence and a KL weight 1
+    # reached after 10 epochs, uncertainty priorities, the projected gradients summed; no in-place distillation.
+    # `sfsc` overrides five of them with the public reference's settings; the methods that grew from the first
+    # reading keep them
     defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0,
                                        lambda_kd=0.0, kd_temperature=1.0, priority='uncertainty',
                                        projection_granularity='model', widest_loss='uncertainty',
