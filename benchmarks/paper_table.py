@@ -290,7 +290,8 @@ def main() -> int:
                    str(build_standin().relative_to(REPO))]
     threads = args.threads or (1 if args.jobs > 1 else None)
     start = time.time()
-    todo = [(method, seed) for method in args.methods for seed in args.seeds]
+    # seed by seed: an interrupted invocation leaves every row at the same seeds, which is what pairing needs
+    todo = [(method, seed) for seed in args.seeds for method in args.methods]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads only wait for their training subprocess
         futures = [pool.submit(run_one, method, seed, output / 'runs' / method / f'seed_{seed}', benchmark['dataset'],
                                setting, extra, threads) for method, seed in todo]
