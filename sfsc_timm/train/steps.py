@@ -231,9 +231,9 @@ class TrainStep:
 
 @register_method('sfsc')
 class SFSCStep(TrainStep):
-    """SFSC as the public reference implementation's loss and projection code compute it (docs/design.md, "The SFSC
-    step", says which part comes from the SFSC paper, which from the reference and which is ours, and where the
-    reference's shipped commands train otherwise).
+    """SFSC as the public reference implementation's loss and projection code compute it
+    (docs/design.md, "The SFSC step", says which part comes from the SFSC paper, which from the reference and which
+    is ours, and where the reference's shipped commands train otherwise).
 
     Per width, widest first, through the shared head (+ triplet): the widest width's loss is softmax cross-entropy
     (``widest_loss``), each narrower width's the SFSC paper's uncertainty-based compatible loss with softplus evidence
