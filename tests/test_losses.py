@@ -132,6 +132,11 @@ def test_width_priorities():
     relative = width_priorities(widest_first, mode='relative')
     torch.testing.assert_close(relative, torch.tensor([1.0, 1.5, 2.0, 2.5]))
     torch.testing.assert_close(relative / relative.sum(), width_priorities(widest_first) / 4)
+    # ... bounded by m, the normalised form's largest weight: a confident widest width (u_0 near 0) cannot multiply a
+    # narrow width's loss by hundreds, and 0 / 0 is a tie
+    confident_widest = width_priorities(torch.tensor([2e-5, 6e-3, 3e-5, 4e-5]), mode='relative')
+    torch.testing.assert_close(confident_widest, torch.tensor([1.0, 4.0, 1.5, 2.0]))
+    torch.testing.assert_close(width_priorities(torch.zeros(3), mode='relative'), torch.ones(3))
     grad_u = torch.tensor([0.3, 0.6], requires_grad=True)
     assert not width_priorities(grad_u).requires_grad
     with pytest.raises(ValueError):

@@ -100,8 +100,10 @@ def width_priorities(
     optimisation, they are not something to optimise.
 
     With ``mode='relative'`` the ratios are the same but the first width (the widest, in the step's widest-first
-    order) keeps weight 1, ``pi_w = u_w / u_0``: the narrower widths gain weight without the widest one losing any
-    (docs/open_set.md, "Where the full width's accuracy goes").
+    order) keeps weight 1, ``pi_w = min(u_w / u_0, m)``: the narrower widths gain weight without the widest one losing
+    any (docs/open_set.md, "Where the full width's accuracy goes"). The bound ``m`` is the largest weight the
+    normalised form can give; without it a confident widest width (``u_0`` near 0) makes the ratio of two small
+    numbers arbitrarily large, and one such batch can throw a long run off (docs/open_set.md, section 5).
 
     Args:
         mean_uncertainties: `m` mean uncertainties, one per width, widest first (tensor `(m,)` or scalars).
@@ -119,7 +121,8 @@ def width_priorities(
     if mode == 'uniform':
         return torch.ones_like(u)
     if mode == 'relative':
-        return u / u[0]
+        # 0 / 0 (every width's evidence overflowing) is a tie, not a NaN weight
+        return torch.nan_to_num(u / u[0], nan=1.0).clamp(max=float(u.numel()))
     if mode != 'uncertainty':
         raise ValueError(f"Unknown priority mode '{mode}', expected 'uncertainty', 'relative' or 'uniform'.")
     return u.numel() * u / u.sum()
