@@ -76,7 +76,7 @@ class TrainConfig:
     widest_loss: Optional[str] = None
     # width priorities of the sfsc methods: uncertainty (pi_w = m u_w / sum_j u_j, the first reading's), relative (the
     # same ratios, the widest width's weight held at 1, each at most m) or uniform (none: the reference's); null takes
-    # the method's own (sfsc: uniform; sfsc_ce_ens: relative; sfsc_first_reading, sfsc_exp, sfsc_ipd, sfsc_ce: the 1st)
+    # the method's own (sfsc: uniform; sfsc_ce_ens: relative; the other sfsc methods: uncertainty)
     priority: Optional[str] = None
     # how the sfsc methods merge the widths' projected gradients of the parameters all widths share: mean (the public
     # reference's PCGrad) or sum (PCGrad's paper); private BatchNorm parameters keep their own gradient either way;
