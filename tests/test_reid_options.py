@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import List
 
+import huggingface_hub
 import pytest
 import timm
 import torch
@@ -365,6 +366,8 @@ def test_a_missing_pretrained_file_is_one_line_naming_the_key(tmp_path, capsys):
 def test_pretrained_offline_without_a_cache_names_the_hub_id_and_pretrained_file(tmp_path, monkeypatch, capsys):
     # the registered weights live on the Hub; offline with an empty cache the run must say how to pass a local file
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    # huggingface_hub reads the variable once, at import: without this the download retries the network for ~23 s
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
     monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf_home'))
     monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf_home' / 'hub'))
     hub_id = timm.models.get_pretrained_cfg('sfsc_resnet18').hf_hub_id
