@@ -17,13 +17,13 @@ import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Union
+from typing import Any, Callable, Collection, Iterator, List, Optional, Union
 
 __all__ = [
     'TEMP_MARK', 'RETIRED_MARK', 'default_mode', 'give_default_permissions', 'temp_path_for',
     'remove_stale_temporaries',
     'write_file_atomically', 'write_bytes_atomically', 'write_text_atomically', 'write_json_atomically',
-    'staged_folder', 'replace_folder',
+    'staged_folder', 'replace_folder', 'DestinationInUse', 'check_destination',
 ]
 
 PathLike = Union[str, Path]
@@ -55,6 +55,44 @@ def give_default_permissions(path: PathLike) -> None:
             full = os.path.join(root, name)
             if not os.path.islink(full):
                 os.chmod(full, file_mode)
+
+
+class DestinationInUse(ValueError):
+    """A writer's destination holds something it did not write itself: replacing it would lose the user's files."""
+
+
+def check_destination(target: PathLike, own_files: Collection[str] = (), *, folder: bool, force: bool = False,
+                      fix: str = 'choose another output') -> None:
+    """Refuse to replace ``target`` unless it is absent or holds only what this writer writes (docs/design.md,
+    "Files on disk": nothing of the user's is ever replaced).
+
+    Args:
+        target: The file or folder about to be written.
+        own_files: The names a folder writer writes (its whole file set); any other entry is the user's.
+        folder: Whether the writer writes a folder (else one file).
+        force: Replace whatever is there (the user asked for it).
+        fix: What the user can do instead, for the message (e.g. ``'pass --force or another --output'``).
+
+    Raises:
+        DestinationInUse: naming the path and what is in the way.
+    """
+    target = Path(target)
+    if force or not (target.exists() or target.is_symlink()):
+        return
+    if folder and not target.is_dir():
+        raise DestinationInUse(f'{target} is a file; writing a folder there would replace it: {fix}.')
+    if not folder:
+        if target.is_dir():
+            raise DestinationInUse(f'{target} is a folder; writing a file there would replace it and everything in '
+                                   f'it: {fix}.')
+        return  # a file of the format asked for, at the path asked for: the user names what to replace
+    own = set(own_files)
+    # a killed writer's temporaries are ours too (removed by the next write)
+    foreign = sorted(p.name for p in target.iterdir() if p.name not in own and TEMP_MARK not in p.name)
+    if foreign:
+        shown = ', '.join(foreign[:5]) + (f' (+{len(foreign) - 5} more)' if len(foreign) > 5 else '')
+        raise DestinationInUse(f'{target} holds files this writer does not write ({shown}); writing there would '
+                               f'replace the whole folder: {fix}.')
 
 
 def temp_path_for(target: PathLike, mark: str = TEMP_MARK, suffix: str = '') -> Path:

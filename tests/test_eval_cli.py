@@ -52,3 +52,36 @@ def test_skipped_queries_are_counted_and_a_run_folder_is_accepted(tmp_path, caps
     assert '2 of 6 queries skipped (no gallery item of their identity from another camera); 4 evaluated' in out
     metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
     assert metrics['num_skipped_queries'] == 2 and metrics['num_query'] == 6
+
+
+def _query_gallery_folder(root, per_class=(1, 3)):
+    # a deployed model's new camera: only query/ and gallery/, one sub-folder per identity, no training split
+    for split, count in zip(('query', 'gallery'), per_class):
+        for c, label in enumerate(('a', 'b', 'c')):
+            (root / split / label).mkdir(parents=True)
+            for k in range(count):
+                _image(root / split / label / f'{k}.png', seed=100 * c + 10 * len(split) + k)
+    return root
+
+
+def test_eval_needs_no_training_split(tmp_path, capsys):
+    data = _query_gallery_folder(tmp_path / 'camera')
+    ckpt = _checkpoint(tmp_path)
+    for extra in ([], ['--query-split', 'query', '--gallery-split', 'gallery']):
+        out = tmp_path / f'out{len(extra)}'
+        assert cli.main([str(ckpt), '--data', f'imagefolder:{data}', *extra, '--output', str(out)]) == 0, \
+            capsys.readouterr().err
+        metrics = json.loads((out / 'metrics.json').read_text())
+        assert metrics['num_query'] == 3 and metrics['num_gallery'] == 9
+
+
+def test_img_size_takes_height_and_width(tmp_path, capsys):
+    data = _query_gallery_folder(tmp_path / 'camera')
+    ckpt = _checkpoint(tmp_path)
+    out = tmp_path / 'out'
+    argv = [str(ckpt), '--data', f'imagefolder:{data}', '--img-size', '24', '16', '--output', str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert json.loads((out / 'metrics.json').read_text())['input_size'] == [24, 16]
+    default = tmp_path / 'default'
+    assert cli.main([str(ckpt), '--data', f'imagefolder:{data}', '--output', str(default)]) == 0
+    assert json.loads((default / 'metrics.json').read_text())['input_size'] == [16, 16]  # the checkpoint's own

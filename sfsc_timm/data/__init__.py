@@ -9,6 +9,7 @@ from .samplers import PKSampler
 from .splits import balanced_subset, column_array, first_per_class, pick_queries
 from .validation import VAL_SPLITS, ValidationSplit, carve_validation
 from .torch_dataset import TransformedImageDataset, with_image_transform
+from .image_mode import to_rgb
 from .transforms import REID_TRAIN_DEFAULTS, ToRGB, build_transforms, resolve_data_cfg
 
 __all__ = [
@@ -17,5 +18,5 @@ __all__ = [
     'balanced_subset', 'build_transforms', 'resolve_data_cfg', 'ToRGB', 'REID_TRAIN_DEFAULTS',
     'TransformedImageDataset', 'with_image_transform', 'PKSampler', 'pick_queries', 'open_set_split',
     'BUILT_IN_SOURCES', 'load_glyphs', 'build_glyph_dataset', 'find_glyph_faces', 'VAL_SPLITS', 'ValidationSplit',
-    'carve_validation',
+    'carve_validation', 'to_rgb',
 ]

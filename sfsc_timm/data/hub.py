@@ -111,6 +111,7 @@ def load_hub_retrieval(
         image_column: Optional[str] = None,
         camera_column: Optional[str] = 'camera',
         cache_dir: Optional[str] = None,
+        need_train: bool = True,
 ) -> RetrievalData:
     """Load a Hub dataset (or a local `imagefolder`) as retrieval data.
 
@@ -129,6 +130,8 @@ def load_hub_retrieval(
         image_column: Column holding the images (default `image` or the only image column).
         camera_column: Column holding the camera, used when present.
         cache_dir: `datasets` cache directory.
+        need_train: False for evaluation: a dataset without the training split loads, with ``train`` None and
+            ``num_classes`` 0 (a deployed model evaluated on a new camera's query and gallery).
 
     Returns:
         RetrievalData; train labels relabelled to 0..N-1 unless they already are.
@@ -154,7 +157,8 @@ def load_hub_retrieval(
             splits[name], label_column=label_column, image_column=image_column, camera_column=camera_column,
             where=f'{source!r} (split {name!r})')
 
-    train = split(train_split or 'train')
+    train_name = train_split or 'train'
+    train = split(train_name) if need_train or train_name in splits else None
     if query_split is not None:
         query, gallery = split(query_split), split(gallery_split)
     elif gallery_split is None and query_per_class is None and 'query' in splits and 'gallery' in splits:
@@ -170,6 +174,6 @@ def load_hub_retrieval(
         is_query[first_per_class(column_array(test, 'label'), query_per_class)] = True
         query, gallery = test.select(np.flatnonzero(is_query)), test.select(np.flatnonzero(~is_query))
 
-    train, num_classes = relabel_contiguous(train)
+    train, num_classes = relabel_contiguous(train) if train is not None else (None, 0)
     name = source if not imagefolder else source.rstrip('/').rsplit('/', 1)[-1]
     return RetrievalData(train=train, query=query, gallery=gallery, num_classes=num_classes, name=name)

@@ -61,7 +61,7 @@ def subset_retrieval_data(
     class-balanced choice and is relabelled to 0..N-1 if some classes drop out.
     """
     train, query, gallery, num_classes = data.train, data.query, data.gallery, data.num_classes
-    if max_train is not None:
+    if max_train is not None and train is not None:
         train = train.select(balanced_subset(column_array(train, 'label'), max_train, seed=seed))
         train, num_classes = relabel_contiguous(train)
     if max_query is not None:
@@ -93,6 +93,7 @@ def load_retrieval_data(
         max_query: Optional[int] = None,
         max_gallery: Optional[int] = None,
         seed: int = 0,
+        need_train: bool = True,
 ) -> RetrievalData:
     """Load train / query / gallery splits as `datasets.Dataset`s with `image`, `label` and optional `camera`.
 
@@ -113,6 +114,8 @@ def load_retrieval_data(
         max_query: Keep at most this many queries (first items of each class, round-robin).
         max_gallery: Keep at most this many gallery items (first items of each class, query classes first).
         seed: Seed of the training subset.
+        need_train: False for evaluation, which reads only the query and gallery: a Hub / imagefolder source
+            without a training split loads (``train`` None, ``num_classes`` 0).
 
     Returns:
         RetrievalData(train, query, gallery, num_classes, name); train labels are 0..num_classes-1.
@@ -157,12 +160,12 @@ def load_retrieval_data(
         data = load_hub_retrieval(
             target, imagefolder=kind == 'imagefolder', train_split=train_split, query_split=query_split,
             gallery_split=gallery_split, query_per_class=query_per_class, label_column=label_column,
-            image_column=image_column, camera_column=camera_column, cache_dir=cache_dir)
+            image_column=image_column, camera_column=camera_column, cache_dir=cache_dir, need_train=need_train)
 
     if any(v is not None for v in (max_train, max_query, max_gallery)):
         data = subset_retrieval_data(
             data, max_train=max_train, max_query=max_query, max_gallery=max_gallery, seed=seed)
-    empty = [s for s in ('train', 'query', 'gallery') if len(getattr(data, s)) == 0]
+    empty = [s for s in ('train', 'query', 'gallery') if getattr(data, s) is not None and len(getattr(data, s)) == 0]
     if empty:
         raise ValueError(f'{source!r} gave empty split(s): {", ".join(empty)}')
     return data

@@ -4,6 +4,8 @@ Every split is a `datasets.Dataset` with the columns `image` (`datasets.Image`),
 and, when the source knows it, `camera` (int, 0-based).
 """
 from dataclasses import dataclass
+from typing import Optional
+
 import datasets
 
 __all__ = ['RetrievalData']
@@ -14,13 +16,13 @@ class RetrievalData:
     """Train, query and gallery splits of one retrieval dataset.
 
     Attributes:
-        train: Training split; labels are 0..num_classes-1.
+        train: Training split; labels are 0..num_classes-1 (None where evaluation loaded a source without one).
         query: Query split; labels are comparable with the gallery's (not necessarily with train's).
         gallery: Gallery split searched by the queries.
         num_classes: Number of training classes / identities (the classifier size).
         name: Short name of the source (e.g. 'fashion_mnist', a folder name or a Hub id).
     """
-    train: datasets.Dataset
+    train: Optional[datasets.Dataset]
     query: datasets.Dataset
     gallery: datasets.Dataset
     num_classes: int

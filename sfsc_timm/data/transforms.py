@@ -1,8 +1,10 @@
 """ Image transforms from a model's pretrained_cfg (timm's resolve_data_config + create_transform).
 
-Every transform starts by converting the PIL image to RGB, so grayscale (Fashion-MNIST), palette or RGBA images
-give 3-channel tensors. Training adds a re-ID-friendly version of timm's ImageNet augmentation: a mild random
-resized crop that keeps the model's input aspect ratio, horizontal flip, no colour jitter and random erasing.
+Every transform starts by converting the PIL image to RGB with :func:`sfsc_timm.data.image_mode.to_rgb` (the
+conversion ``sfsc-timm embed`` uses too), so grayscale (Fashion-MNIST), palette, RGBA, 16-bit and float images give
+3-channel tensors of their true pixels. Training adds a re-ID-friendly version of timm's ImageNet augmentation: a
+mild random resized crop that keeps the model's input aspect ratio, horizontal flip, no colour jitter and random
+erasing.
 """
 from typing import Any, Callable, Dict, Mapping, Union
 
@@ -10,6 +12,8 @@ import torch.nn as nn
 from PIL import Image
 from timm.data import resolve_data_config, create_transform
 from torchvision import transforms
+
+from .image_mode import to_rgb
 
 __all__ = ['ToRGB', 'REID_TRAIN_DEFAULTS', 'resolve_data_cfg', 'build_transforms']
 
@@ -26,10 +30,10 @@ REID_TRAIN_DEFAULTS: Dict[str, Any] = dict(
 
 
 class ToRGB:
-    """Convert a PIL image to RGB (grayscale replicated to 3 channels); RGB images pass through."""
+    """Convert a PIL image of any mode to 8-bit RGB with :func:`to_rgb` (which refuses modes it cannot map)."""
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        return img if img.mode == 'RGB' else img.convert('RGB')
+        return to_rgb(img)
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}()'

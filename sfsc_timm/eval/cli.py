@@ -100,6 +100,7 @@ def evaluate(argv: Sequence[str]) -> None:
     """``sfsc-timm eval`` without the error reporting: raises what goes wrong."""
     import sfsc_timm
     from sfsc_timm.data import build_transforms, load_retrieval_data, with_image_transform
+    from sfsc_timm.data.transforms import resolve_data_cfg
     from sfsc_timm.data.image_check import check_images
     from sfsc_timm.models import ModelKind, load_any, model_kind
 
@@ -119,12 +120,14 @@ def evaluate(argv: Sequence[str]) -> None:
     try:
         data = load_retrieval_data(args.data, query_split=args.query_split, gallery_split=args.gallery_split,
                                    query_per_class=args.query_per_class, max_query=args.max_query,
-                                   max_gallery=args.max_gallery)
+                                   max_gallery=args.max_gallery, need_train=False)
     except ValueError as e:
         raise _with_flag_names(e) from None
     check_images([('query', data.query), ('gallery', data.gallery)], data.name)
-    overrides = dict(img_size=tuple(args.img_size), crop_pct=1.0) if args.img_size else dict(crop_pct=1.0)
+    # timm's img_size override takes one int; (H, W) goes in input_size
+    overrides = dict(input_size=(3, *args.img_size), crop_pct=1.0) if args.img_size else dict(crop_pct=1.0)
     transform = build_transforms(model, train=False, **overrides)
+    input_size = resolve_data_cfg(model, **overrides)['input_size'][1:]  # what the matrix was measured at
     result = compatibility_matrix(
         models, query=with_image_transform(data.query, transform),
         gallery=with_image_transform(data.gallery, transform), widths=widths, batch_size=args.batch_size,
@@ -142,7 +145,7 @@ def evaluate(argv: Sequence[str]) -> None:
     architecture = model.pretrained_cfg.get('architecture')
     payload = dict(result.to_dict(), checkpoint=str(args.checkpoint), dataset=data.name,
                    num_query=len(data.query), num_gallery=len(data.gallery), num_skipped_queries=skipped,
-                   architecture=architecture, seconds=time.perf_counter() - start)
+                   architecture=architecture, input_size=list(input_size), seconds=time.perf_counter() - start)
     write_json_atomically(args.output / 'metrics.json', payload)
     plot_compatibility_heatmap(result.matrix, result.widths, args.output / 'compatibility.png',
                                title=f'{architecture} on {data.name}: mAP (%)')

@@ -9,6 +9,7 @@ by loading it back with timm) and written only if the largest difference is with
 is written next to its target and renamed into place.
 """
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -17,10 +18,11 @@ import timm
 import torch
 from torch import nn
 
-from ..atomic_io import staged_folder, write_file_atomically
+from ..atomic_io import check_destination, staged_folder, write_file_atomically
 from ..errors import CommandParser, check_output_folder_writable, run_command
 from ..inference.model import load_embedding_model
 from ..models import save
+from ..models.checkpoint import CHECKPOINT_FILES
 
 __all__ = ['FORMATS', 'DeployError', 'DeployResult', 'load_embedding_model', 'export_width', 'build_parser', 'main']
 
@@ -95,7 +97,7 @@ _EXPORTERS = {'onnx': _export_onnx, 'torchscript': _export_torchscript, 'export'
 
 
 def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
-                 output: Optional[Union[str, Path]] = None, atol: float = 1e-4) -> DeployResult:
+                 output: Optional[Union[str, Path]] = None, atol: float = 1e-4, force: bool = False) -> DeployResult:
     """Export the embedding model at ``width`` of ``source`` and check it against PyTorch.
 
     Args:
@@ -107,15 +109,21 @@ def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
             config.json of the static embedding model, for timm's ``local-dir:``, the Hub and transformers).
         output: the file (folder) to write; default ``ARCH_wWIDTH.EXT`` (``ARCH_wWIDTH``) in the working folder.
         atol: the largest absolute difference from PyTorch's embeddings that is accepted.
+        force: replace ``output`` even if it holds what this export does not write (a folder of the user's files).
 
     Raises:
         DeployError: the exported model's embeddings differ from PyTorch's by more than ``atol`` (nothing is written).
+        DestinationInUse: ``output`` holds the user's files (nothing is written).
     """
     if format not in FORMATS:
         raise ValueError(f'format must be one of {", ".join(FORMATS)}, got {format!r}.')
     model = load_embedding_model(source, width)
     cfg = model.pretrained_cfg
     path = Path(output) if output is not None else Path(f'{cfg.get("architecture")}_w{float(width)}{FORMATS[format]}')
+    # the user's files are never replaced: an hf folder may replace only a checkpoint's two files, a file export
+    # only a file (never a folder)
+    check_destination(path, CHECKPOINT_FILES, folder=format == 'hf', force=force,
+                      fix='pass another --output, or --force to replace it')
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     input_size = tuple(cfg['input_size'])
@@ -151,7 +159,10 @@ def _compare(model: nn.Module, run_exported: Callable, checks: List[torch.Tensor
         if got.shape != expected.shape:
             raise DeployError(f'the export returns shape {tuple(got.shape)} for a batch of {x.shape[0]}, PyTorch '
                               f'{tuple(expected.shape)}: the batch axis is not dynamic.')
-        max_diff = max(max_diff, (got.float() - expected.float()).abs().max().item())
+        diff = (got.float() - expected.float()).abs().max().item()
+        # NaN compares as neither larger nor smaller: a non-finite output is a mismatch, never a difference of 0
+        finite = bool(torch.isfinite(got).all()) and bool(torch.isfinite(expected).all())
+        max_diff = max(max_diff, diff if finite and math.isfinite(diff) else math.inf)
         shape = tuple(expected.shape)
     return max_diff, shape
 
@@ -169,6 +180,8 @@ def build_parser() -> CommandParser:
     parser.add_argument('--output', type=Path, default=None,
                         help='file (folder for hf) to write (default: ARCH_wWIDTH.EXT)')
     parser.add_argument('--atol', type=float, default=1e-4, help='largest accepted difference from PyTorch')
+    parser.add_argument('--force', action='store_true',
+                        help='replace --output even if it holds files this export does not write')
     return parser
 
 
@@ -176,7 +189,7 @@ def _export_width(argv: List[str]) -> None:
     args = build_parser().parse_args(argv)
     if args.output is not None:
         check_output_folder_writable(args.output.parent if str(args.output.parent) else Path('.'), '--output')
-    result = export_width(args.source, args.width, args.format, args.output, atol=args.atol)
+    result = export_width(args.source, args.width, args.format, args.output, atol=args.atol, force=args.force)
     print(f'wrote {result.path}: width {result.width}, {result.format}, input (B, '
           f'{", ".join(map(str, result.input_size))}) -> embeddings (B, {result.embed_dim}); '
           f'max abs diff vs PyTorch {result.max_abs_diff:.3g} ({result.checked_with}, batches of '

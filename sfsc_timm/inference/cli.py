@@ -1,19 +1,17 @@
 """``sfsc-timm embed MODEL IMAGES --width W --output FILE.parquet``.
 
-Errors are one line on stderr: exit status 2 for bad input (a model, images, width or option that cannot be used),
-1 for a failure while running (an unreadable image, a full disk).
+Errors are one line on stderr (``--debug`` for the traceback): exit status 2 for bad input (a model, images, width
+or option that cannot be used), 1 for a failure while running (an unreadable image, a full disk), 130 on Ctrl-C.
 """
-import argparse
-import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..models import CheckpointError
+from ..errors import CommandParser, UsageError, run_command
 from .embed import embed_images
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog='sfsc-timm embed',
         description='Embed images at one width into a Parquet file: a path (or the dataset\'s id) column and a '
                     'unit-norm float32 embedding of dimension D, the same D at every width. Under torchrun each '
@@ -38,21 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _embed(argv: List[str]) -> None:
     args = build_parser().parse_args(argv)
     if args.output.suffix != '.parquet':
-        print(f'sfsc-timm embed: --output {args.output} must end in .parquet', file=sys.stderr)
-        return 2
-    try:
-        result = embed_images(args.model, args.images, args.output, width=args.width, batch_size=args.batch_size,
-                              workers=args.workers, device=args.device, split=args.split,
-                              image_column=args.image_column, id_column=args.id_column, progress=args.progress)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:  # the model, images or width cannot be used
-        print(f'sfsc-timm embed: {e}', file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError) as e:  # while running: an unreadable image, a full disk
-        print(f'sfsc-timm embed: {e}', file=sys.stderr)
-        return 1
+        raise UsageError(f'--output {args.output} must end in .parquet')
+    result = embed_images(args.model, args.images, args.output, width=args.width, batch_size=args.batch_size,
+                          workers=args.workers, device=args.device, split=args.split,
+                          image_column=args.image_column, id_column=args.id_column, progress=args.progress)
     print(f'wrote {result.output}: {result.count} embeddings ({result.id_column}, embedding: {result.embed_dim} '
           f'float32, unit norm) at width {result.width:g}, {result.images_per_second:.1f} images/s')
-    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_command('sfsc-timm embed', _embed, argv)

@@ -24,6 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..atomic_io import check_destination
+from ..data.image_mode import to_rgb
 from ..train.distributed import DistInfo, barrier, cleanup_distributed, setup_distributed
 from .model import load_embedding_model
 from .sources import ImageSource, open_images
@@ -57,7 +59,8 @@ class _TransformedImages(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.images.load(self.indices[i]).convert(self.mode))
+        image = to_rgb(self.images.load(self.indices[i]), where=str(self.images.ids[self.indices[i]]))
+        return self.transform(image if self.mode == 'RGB' else image.convert(self.mode))  # 'L': 1-channel models
 
 
 def embed_images(
@@ -95,6 +98,7 @@ def embed_images(
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
     output = Path(output)
+    check_destination(output, folder=False, fix='pass a .parquet file path for --output')
     output.parent.mkdir(parents=True, exist_ok=True)
     source = images if isinstance(images, ImageSource) else open_images(
         images, split=split, image_column=image_column, id_column=id_column)
@@ -160,6 +164,11 @@ def _embed_share(net: nn.Module, source: ImageSource, share: range, path: Path, 
                        disable=not (progress and dist_info.is_primary), dynamic_ncols=True)
             for batch in bar:
                 embedding = F.normalize(net(batch.to(dist_info.device, non_blocking=True)).float(), dim=1)
+                finite = torch.isfinite(embedding).all(dim=1)
+                if not bool(finite.all()):  # NaN weights (or inputs): never written as if they were embeddings
+                    bad = source.ids[share[done + int((~finite).nonzero()[0])]]
+                    raise ValueError(f'the embedding of {bad} by {metadata["model"]} is not finite (NaN or inf): the '
+                                     f'model\'s weights are; nothing was written to {path}. Use a finite checkpoint.')
                 rows.append(embedding.cpu().numpy())
                 ids.extend(source.ids[share[done + i]] for i in range(len(batch)))
                 done += len(batch)

@@ -11,7 +11,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ..atomic_io import replace_folder, staged_folder  # noqa: F401  (replace_folder: the name others import)
+# replace_folder: the name others import
+from ..atomic_io import check_destination, replace_folder, staged_folder  # noqa: F401
 from ..layers import key_width
 from .kinds import ModelKind, model_kind
 from .last_stride import DEFAULT_LAST_STRIDE
@@ -19,6 +20,7 @@ from .last_stride import DEFAULT_LAST_STRIDE
 
 WEIGHTS_NAME = 'model.safetensors'
 CONFIG_NAME = 'config.json'
+CHECKPOINT_FILES = (WEIGHTS_NAME, CONFIG_NAME)  # the whole file set save writes
 _PER_WIDTH_KEY = re.compile(r'\.per_width\.(\d+(?:_\d+)?)\.')
 
 
@@ -127,7 +129,12 @@ class CheckpointReader:
             raise CheckpointError(f'Cannot read {key} from {self.path} ({e}); the file is truncated or corrupt.') from e
         if not buffer:
             return torch.empty(out_shape, dtype=dtype)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(out_shape)
+        tensor = torch.frombuffer(buffer, dtype=dtype).reshape(out_shape)
+        # refused where it enters: a NaN weight would only show as NaN embeddings far downstream
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f'{self.path}: tensor {key} holds non-finite values (NaN or inf); the weights are '
+                                  'corrupt or come from a diverged run. Load an earlier checkpoint or train again.')
+        return tensor
 
     def _pread_into(self, buffer: bytearray, at: int, offset: int, size: int) -> None:
         view = memoryview(buffer)[at:at + size]
@@ -138,29 +145,50 @@ class CheckpointReader:
             view, offset, size = view[got:], offset + got, size - got
 
 
-def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, Any]] = None) -> Path:
+def save(net: nn.Module, path: Union[str, Path], model_args: Optional[Dict[str, Any]] = None, *,
+         force: bool = False) -> Path:
     """Save ``net`` as a timm checkpoint folder (``model.safetensors`` + ``config.json``), atomically.
 
     The layout is exactly ``timm.models.save_for_hf(net, path, safe_serialization=True)``'s, with the arguments that
     rebuild the network (widths, embed_dim, and width for a static sub-model) in ``model_args``; no key of
     config.json is repeated (see :func:`tidy_config`), and the class names in ``pretrained_cfg['label_names']``, if
     any, are written as ``label_names``. The folder is written next to ``path`` and swapped in only when complete, so
-    an existing good checkpoint is never half-overwritten.
+    an existing good checkpoint is never half-overwritten. A folder holding anything but a checkpoint's two files
+    (a folder of photos, say), or a plain file, is refused unless ``force``.
 
     Returns:
         The checkpoint folder.
+
+    Raises:
+        DestinationInUse: ``path`` is a file, or a folder holding files a checkpoint does not have.
     """
     from timm.models import save_for_hf
     path = Path(path)
     if not getattr(net, 'pretrained_cfg', None) or not net.pretrained_cfg.get('architecture'):
         raise ValueError('The network has no pretrained_cfg naming its architecture; build it with '
                          "timm.create_model('sfsc_resnet50', ...) (or another registered sfsc_* model).")
+    check_finite_weights(net, f'sfsc_timm.save({str(path)!r})')
+    check_destination(path, CHECKPOINT_FILES, folder=True, force=force,
+                      fix='save into a new or empty folder, or pass force=True to replace it')
     args = dict(model_args or {})
     args.update(sfsc_model_args(net))
     with staged_folder(path) as staging:
         save_for_hf(net, staging, model_args=args, model_config=_label_config(net), safe_serialization=True)
         tidy_config(staging / CONFIG_NAME)
     return path
+
+
+def check_finite_weights(net: nn.Module, where: str) -> None:
+    """Refuse a network whose parameters or buffers hold NaN or inf (a diverged run): it would write a checkpoint
+    every load then refuses, or embeddings that are all NaN.
+
+    Raises:
+        CheckpointError: naming the first such tensor.
+    """
+    for name, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f'{where}: tensor {name} holds non-finite values (NaN or inf); nothing was written. '
+                                  'Save the weights of an earlier, finite checkpoint.')
 
 
 def read_checkpoint_config(folder: Union[str, Path]) -> Dict[str, Any]:
