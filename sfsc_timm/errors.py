@@ -1,13 +1,16 @@
 """ How every ``sfsc-timm`` command reports a failure: one line on stderr naming the problem and the fix.
 
 Exit status 2 for bad input or usage (something the command line, a recipe or a file must change), 1 for a failure
-at run time (a full disk, a network error, diverging training), 130 when interrupted. No traceback, unless
+at run time (a full disk, a network error, diverging training), 130 when interrupted (Ctrl-C), 143 when terminated
+(SIGTERM). No traceback, unless
 ``--debug`` is given anywhere on the command line or ``SFSC_DEBUG=1`` is set; then the traceback comes first.
 """
 import argparse
 import errno
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable, List, NoReturn, Optional, Sequence
 
@@ -19,6 +22,11 @@ __all__ = ['UsageError', 'RunError', 'CommandParser', 'exit_status', 'describe',
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler or ``kill`` stopping the command): unwinds like Ctrl-C, so writes stay whole."""
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -52,6 +60,8 @@ def exit_status(error: BaseException) -> int:
     """2 for bad input or usage, 1 for a failure at run time."""
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
+    if isinstance(error, Terminated):
+        return EXIT_TERMINATED
     if isinstance(error, (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                           yaml.YAMLError)):
         return EXIT_BAD_INPUT
@@ -64,8 +74,10 @@ def _one_line(text: str) -> str:
 
 def describe(error: BaseException) -> str:
     """The error as one line: its own message where it explains itself, else what failed and what to do."""
-    if isinstance(error, KeyboardInterrupt):
-        return 'interrupted'
+    if isinstance(error, (KeyboardInterrupt, Terminated)):
+        # every file is written whole or not at all (atomic_io), so what is on disk is complete
+        how = 'interrupted (Ctrl-C)' if isinstance(error, KeyboardInterrupt) else 'terminated (SIGTERM)'
+        return f'{how}; every file already written is complete, nothing half-written was left'
     if isinstance(error, OSError) and not isinstance(error, (FileNotFoundError, NotADirectoryError,
                                                              IsADirectoryError)):
         where = f' ({error.filename})' if error.filename else ''
@@ -90,6 +102,7 @@ def run_command(prog: str, command: Callable[[List[str]], Optional[int]], argv: 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     argv = [a for a in argv if a != '--debug']
+    previous = _raise_on_sigterm()
     try:
         return command(argv) or 0
     except SystemExit as done:  # --help, --version: argparse's own exit
@@ -97,8 +110,25 @@ def run_command(prog: str, command: Callable[[List[str]], Optional[int]], argv: 
     except BaseException as error:  # noqa: B902 (every failure becomes one line and a status)
         if debug:
             traceback.print_exc()
-        print(f'{prog}: error: {describe(error)}', file=sys.stderr)
+        message = describe(error)
+        if isinstance(error, (KeyboardInterrupt, Terminated)) and prog == 'sfsc-timm train':
+            message += '; continue the run with sfsc-timm train --resume RUN_FOLDER'
+        print(f'{prog}: error: {message}', file=sys.stderr)
         return exit_status(error)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm():
+    """Make SIGTERM raise :class:`Terminated` in the main thread while a command runs; the previous handler (to
+    restore), or None where no handler can be set (another thread, a platform without SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, 'SIGTERM'):
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated()
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def check_output_folder_writable(folder: os.PathLike, flag: str = '--output') -> None:

@@ -55,3 +55,27 @@ def test_usage_errors_are_one_line_and_debug_is_not_passed_on(capsys):
     assert err[-1] == ("sfsc-timm test: error: argument --size: invalid int value: 'big'; see sfsc-timm test "
                        '--help')
     assert run_command('sfsc-timm test', command, ['--help']) == 0
+
+
+def test_sigterm_ends_a_command_with_143_and_one_line(capsys):
+    import os
+    import signal
+
+    from sfsc_timm.errors import run_command
+
+    def long_command(argv):
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler's stop sends
+        raise AssertionError('SIGTERM did not stop the command')
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_command('sfsc-timm train', long_command, []) == 143
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'terminated (SIGTERM)' in err and '--resume' in err
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
+def test_widths_as_a_string_is_refused_not_iterated():
+    import pytest
+    import timm
+    with pytest.raises(ValueError, match=r"widths must be a sequence of numbers, got '0.5,1.0'"):
+        timm.create_model('sfsc_resnet18', widths='0.5,1.0')

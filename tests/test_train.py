@@ -1,5 +1,6 @@
 """ The trainer: recipes and overrides, the run folder, resume, non-finite losses and the SFSC step's wiring. """
 import json
+import shutil
 import multiprocessing
 import os
 import re
@@ -417,6 +418,17 @@ def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_pa
 
 
 # --- nothing lost, nothing shared by accident (issue 12) ---
+
+def test_a_run_killed_before_its_first_checkpoint_says_how_to_start_again(tmp_path, capsys):
+    run = tmp_path / 'run'
+    assert main(tiny_args(tmp_path, 'run', 1)) == 0
+    shutil.rmtree(run / 'checkpoints')  # what a kill during the first epoch leaves: config.yaml, maybe metrics.jsonl
+    shutil.rmtree(run / 'export')
+    for argv in (tiny_args(tmp_path, 'run', 1), ['--resume', str(run)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert 'before its first checkpoint' in err and f'remove {run}' in err and err.count('\n') == 1
+
 
 def _file_bytes(folder: Path):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}

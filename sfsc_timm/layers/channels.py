@@ -45,6 +45,10 @@ def check_widths(widths: Iterable[float]) -> Tuple[float, ...]:
     The full width is required because the switchable layers store full-width weights under timm's own key names
     and every narrower width is a leading slice of them.
     """
+    if isinstance(widths, (str, bytes)) or isinstance(widths, numbers.Real):
+        # a string would be iterated character by character ('0', '.', '5', ...)
+        raise ValueError(f'widths must be a sequence of numbers, got {widths!r}; e.g. widths=(0.25, 0.5, 0.75, 1.0) '
+                         '(in config.json: [0.25, 0.5, 0.75, 1.0]).')
     values = tuple(sorted({check_width(w) for w in widths}))
     if not values:
         raise ValueError('widths must name at least one width, e.g. widths=(0.25, 0.5, 0.75, 1.0).')

@@ -80,6 +80,10 @@ def resolve_checkpoint(path: Union[str, Path]) -> Path:
         weights = (candidate / WEIGHTS_NAME).is_file() or is_model_set_folder(candidate)
         if (candidate / TRAINING_STATE_NAME).is_file() and weights:
             return candidate
+    if (path / 'config.yaml').is_file() and not (path / 'checkpoints').is_dir():
+        raise FileNotFoundError(
+            f'--resume {path}: the run was stopped before its first checkpoint, so there is nothing to resume; '
+            f'remove {path} and start the run again without --resume.')
     raise FileNotFoundError(
         f'--resume {path}: no checkpoint there. Pass a run folder (with checkpoints/last/) or a checkpoint folder '
         f'holding {WEIGHTS_NAME} and {TRAINING_STATE_NAME}.')

@@ -84,6 +84,11 @@ def check_run_folder(cfg: TrainConfig, resuming: bool) -> None:
         ConfigError: naming the run's files, ``--resume`` and ``--output``.
     """
     present = [] if resuming else run_files(cfg.run_dir)
+    if present and 'export' not in present and not (cfg.run_dir / 'checkpoints' / 'last').is_dir():
+        # killed before its first checkpoint: there is nothing to resume, so say how to start it again
+        raise ConfigError(f'{cfg.run_dir} holds a run stopped before its first checkpoint ({", ".join(present)}), '
+                          f'so there is nothing to resume: remove {cfg.run_dir} and run the same command again, or '
+                          'start a new run with another --output.')
     if present:
         raise ConfigError(f'{cfg.run_dir} already holds a run ({", ".join(present)}); continue it with --resume '
                           f'{cfg.run_dir}, or start a new run with another --output.')
