@@ -282,3 +282,30 @@ def test_embed_uses_to_rgb(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and "image hdr.tif has PIL mode 'F' with values in [0, 1000]" in err, err
     assert not (tmp_path / 'x.parquet').exists()
+
+
+def test_a_decompression_bomb_is_named_by_embed_and_eval(tmp_path, monkeypatch, capsys):
+    # an image over PIL's pixel limit (here lowered, as a real bomb would take gigabytes): one line naming the file
+    import timm as _timm
+
+    import sfsc_timm
+    from sfsc_timm.eval import cli as eval_cli
+    from sfsc_timm.inference import cli as embed_cli
+    for split, count in (('query', 1), ('gallery', 2)):
+        for label in ('a', 'b'):
+            (tmp_path / 'd' / split / label).mkdir(parents=True)
+            for k in range(count):
+                Image.new('RGB', (16, 16), (k * 50, 0, 0)).save(tmp_path / 'd' / split / label / f'{k}.png')
+    big = tmp_path / 'd' / 'gallery' / 'a' / 'big.png'
+    Image.new('RGB', (64, 64)).save(big)
+    net = _timm.create_model('sfsc_resnet18', num_classes=2, widths=(0.5, 1.0), embed_dim=8,
+                             pretrained_cfg_overlay=dict(input_size=(3, 16, 16))).eval()
+    ckpt = sfsc_timm.save(net, tmp_path / 'ckpt')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)  # 64 x 64 is more than twice the limit: an error
+    assert embed_cli.main([str(ckpt), str(tmp_path / 'd' / 'gallery'), '--output', str(tmp_path / 'e.parquet'),
+                           '--no-progress']) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(big) in err, err
+    assert eval_cli.main([str(ckpt), '--data', f'imagefolder:{tmp_path / "d"}', '--output', str(tmp_path / 'o')]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]  # (datasets' bars aside)
+    assert len(errors) == 1 and str(big) in errors[0], errors

@@ -32,7 +32,7 @@ def unreadable_images(ds: datasets.Dataset) -> List[Tuple[str, str]]:
             bad.append((path, 'missing'))
         except UnidentifiedImageError:
             bad.append((path, 'not an image PIL can read'))
-        except (OSError, ValueError, SyntaxError) as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # a bomb: over PIL's pixel limit
             bad.append((path, str(e) or type(e).__name__))
     return bad
 

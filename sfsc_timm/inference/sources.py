@@ -54,7 +54,7 @@ class FolderImages(ImageSource):
             with Image.open(path) as image:
                 image.load()
                 return image
-        except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+        except (OSError, Image.DecompressionBombError) as e:  # PIL's UnidentifiedImageError is an OSError
             raise UnreadableImageError(f'cannot read image {path} ({e}); remove or fix the file.') from None
 
 
