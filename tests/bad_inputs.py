@@ -18,9 +18,11 @@ import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -46,8 +48,8 @@ class Case:
     """One bad input: what is run and what must come back.
 
     Attributes:
-        command: ``train``, ``eval``, ``export``, ``push``, ``export-width``, ``demo``, ``sfsc-timm`` (the top-level
-            command) or ``python`` (the Python API).
+        command: ``train``, ``eval``, ``export``, ``push``, ``export-width``, ``embed``, ``demo``, ``sfsc-timm`` (the
+            top-level command) or ``python`` (the Python API).
         input: The input, as the README's table shows it.
         run: ``fixtures -> argv`` for a command; a callable taking the fixtures for ``python``.
         status: The exit status (0: accepted); for ``python`` the exception class name, or ``ok``.
@@ -103,6 +105,49 @@ def _corrupt_header_dtype(path: Path, key: str) -> None:
     path.write_bytes(data[:8] + header + data[8 + size:])
 
 
+def _set_weight(folder: Path, key: str, value: float) -> None:
+    """One element of ``key`` in ``folder``'s model.safetensors set to ``value`` (NaN, inf), rewritten whole."""
+    from safetensors.torch import load_file, save_file
+    path = folder / 'model.safetensors'
+    tensors = load_file(path)
+    tensors[key].view(-1)[0] = value
+    save_file(tensors, path)
+
+
+def _mode_images(root: Path) -> Dict[str, Path]:
+    """One folder per image mode ``to_rgb`` converts or refuses, each holding one 16x16 image."""
+    ramp = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    with_nan = ramp.copy()
+    with_nan[3, 3] = np.nan
+    palette = rgb.convert('P')
+    images = {
+        'img_uint16': ('a.png', Image.fromarray((ramp * 65535).astype(np.uint16)), {}),  # mode I;16
+        'img_float01': ('a.tif', Image.fromarray(ramp), {}),  # mode F, values in [0, 1]
+        'img_float1000': ('a.tif', Image.fromarray(ramp * 1000), {}),  # mode F, values in [0, 1000]
+        'img_float_nan': ('a.tif', Image.fromarray(with_nan), {}),
+        'img_int_negative': ('a.tif', Image.fromarray(np.linspace(-100, 100, 256).astype(np.int32).reshape(16, 16)),
+                             {}),  # mode I
+        'img_cmyk': ('a.jpg', rgb.convert('CMYK'), {}),
+        'img_palette_alpha': ('a.png', palette, dict(transparency=0)),
+    }
+    paths = {}
+    for name, (file, image, options) in images.items():
+        (root / name).mkdir(parents=True)
+        image.save(root / name / file, **options)
+        paths[name] = root / name
+    return paths
+
+
+def _bomb_png(path: Path, side: int = 20000) -> None:
+    """A 65-byte PNG whose header claims side x side pixels: over twice PIL's decompression-bomb limit."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    header = struct.pack('>IIBBBBB', side, side, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b''))
+                     + chunk(b'IEND', b''))
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
 
@@ -142,6 +187,13 @@ class Fixtures:
                 '--batch-size', '4', '--val-fraction', '0.2', '--epochs', '1', '--no-progress',
                 '--output', str(self.root / output), *extra]
 
+    def copy(self, name: str, new: str) -> str:
+        """A fresh copy of the fixture ``name`` for a case that alters it (the shared fixture stays as built)."""
+        target = self.root / new
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self.paths[name], target)
+        return str(target)
+
     def close(self) -> None:
         if self.lock_holder is not None:
             os.kill(self.lock_holder.pid, signal.SIGKILL)
@@ -171,6 +223,46 @@ def build_fixtures(root: Path) -> Fixtures:
     _truncate(paths['truncated_weights'] / 'model.safetensors')
     _corrupt_header_dtype(paths['dtype_changed'] / 'model.safetensors', 'backbone.conv1.weight')
     _truncate(paths['truncated_config'] / 'config.json')
+    for name, key, value in (('nan_weights', 'backbone.conv1.weight', float('nan')),
+                             ('inf_norm_stats', 'backbone.bn1.per_width.0_5.running_var', float('inf'))):
+        paths[name] = Path(shutil.copytree(paths['ckpt'], root / name))
+        _set_weight(paths[name], key, value)
+    # pickled weights (what torch.save writes) where safetensors are expected: a folder, and the file alone
+    paths['pickled'] = root / 'pickled'
+    paths['pickled'].mkdir()
+    shutil.copy(paths['ckpt'] / 'config.json', paths['pickled'])
+    from safetensors.torch import load_file
+    torch.save(load_file(paths['ckpt'] / 'model.safetensors'), paths['pickled'] / 'pytorch_model.bin')
+    paths['pickle_file'] = Path(shutil.copy(paths['pickled'] / 'pytorch_model.bin', root / 'model.bin'))
+
+    # what embed reads and where writers must not write: a few images, image modes, a folder of the user's files
+    paths['images'] = root / 'images'
+    paths['images'].mkdir()
+    for k in range(4):
+        _image(paths['images'] / f'{k}.png', seed=k)
+    paths.update(_mode_images(root))
+    paths['no_images'] = root / 'no_images'
+    paths['no_images'].mkdir()
+    (paths['no_images'] / 'notes.txt').write_text('no image here\n')
+    paths['broken_image'] = root / 'broken_image'
+    paths['broken_image'].mkdir()
+    (paths['broken_image'] / 'a.png').write_bytes(b'not a png')
+    paths['img_bomb'] = root / 'img_bomb'
+    paths['img_bomb'].mkdir()
+    _bomb_png(paths['img_bomb'] / 'big.png')
+    paths['if_bomb'] = _imagefolder(root / 'if_bomb', {'query': ('cat', 'dog'), 'gallery': ('cat', 'dog')})
+    _bomb_png(paths['if_bomb'] / 'gallery' / 'cat' / 'big.png')
+    paths['user_files'] = root / 'user_files'
+    paths['user_files'].mkdir()
+    (paths['user_files'] / 'notes.txt').write_text('the user\'s notes\n')
+    _image(paths['user_files'] / 'holiday.png', seed=7)
+    paths['folder_parquet'] = root / 'folder.parquet'
+    paths['folder_parquet'].mkdir()
+    (paths['folder_parquet'] / 'part-0.parquet').write_bytes(b'PAR1')
+    paths['file_parquet'] = root / 'gallery.parquet'
+    paths['file_parquet'].write_bytes(b'PAR1 the user\'s gallery PAR1')
+    paths['if_query_gallery'] = _imagefolder(root / 'if_query_gallery',
+                                             {'query': ('cat', 'dog'), 'gallery': ('cat', 'dog')})
 
     # run folders: finished (export/), unfinished (checkpoints only), holding a run, with a broken checkpoint
     paths['run_done'] = root / 'run_done'
@@ -184,6 +276,11 @@ def build_fixtures(root: Path) -> Fixtures:
     paths['run_existing'].mkdir()
     (paths['run_existing'] / 'config.yaml').write_text('model: sfsc_resnet18\n')
     (paths['run_existing'] / 'metrics.jsonl').write_text('{"epoch": 1}\n')
+    (paths['run_existing'] / 'checkpoints' / 'last').mkdir(parents=True)  # a run that can be resumed
+    paths['run_no_checkpoint'] = root / 'run_no_checkpoint'  # killed before its first checkpoint
+    paths['run_no_checkpoint'].mkdir()
+    (paths['run_no_checkpoint'] / 'config.yaml').write_text('model: sfsc_resnet18\n')
+    (paths['run_no_checkpoint'] / 'metrics.jsonl').write_text('')
     cfg = config_from_dict(dict(dataset='reid', data_dir=str(paths['data']), widths=list(WIDTHS), embed_dim=16,
                                 input_size=[3, 16, 16], max_train=None, batch_size=4, val_fraction=0.2, epochs=1))
     state = dict(epoch=0, config=cfg.to_dict(), step={}, scheduler={}, rng=[])
@@ -221,6 +318,11 @@ def _python_cases() -> List[Case]:
     def create(**kwargs):
         return lambda fx: timm.create_model('sfsc_resnet18', **kwargs)
 
+    def with_nan_weight(fx):
+        net = sfsc_timm.load(fx['ckpt'])
+        net.state_dict()['backbone.conv1.weight'].view(-1)[0] = float('nan')  # the parameter's own storage
+        return net
+
     return [
         Case('python', "timm.create_model('sfsc_resnet18', embed_dim=0)", create(embed_dim=0), 'ValueError',
              r'embed_dim must be a positive int .* got 0'),
@@ -240,6 +342,40 @@ def _python_cases() -> List[Case]:
              r'stored as torch.int32, the model needs torch.float32'),
         Case('python', 'sfsc_timm.load(folder with a truncated model.safetensors)',
              lambda fx: sfsc_timm.load(fx['truncated_weights']), 'CheckpointError', r'truncated or corrupt'),
+        Case('python', 'sfsc_timm.load(a checkpoint whose backbone.conv1.weight is NaN)',
+             lambda fx: sfsc_timm.load(fx['nan_weights']), 'CheckpointError',
+             r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
+        Case('python', "timm.create_model('local-dir:...', pretrained=True) of a checkpoint with a NaN weight",
+             lambda fx: timm.create_model(f'local-dir:{fx["nan_weights"]}', pretrained=True), 'CheckpointError',
+             r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
+        Case('python', 'sfsc_timm.load(a folder of pickled weights, pytorch_model.bin)',
+             lambda fx: sfsc_timm.load(fx['pickled']), 'FileNotFoundError',
+             r'No model.safetensors in .*pickled weights are not loaded, re-save them with sfsc_timm.save'),
+        Case('python', "timm.create_model('local-dir:...', pretrained=True) of a folder of pickled weights",
+             lambda fx: timm.create_model(f'local-dir:{fx["pickled"]}', pretrained=True), 'FileNotFoundError',
+             r'pickled weights are not loaded, re-save them with sfsc_timm.save'),
+        Case('python', 'sfsc_timm.load(checkpoint, width=0.3) (not trained)',
+             lambda fx: sfsc_timm.load(fx['ckpt'], width=0.3), 'ValueError',
+             r'width 0.3 is not one of the widths \(0.5, 1.0\) .* Choose one of'),
+        Case('python', "sfsc_timm.save(net, a folder of the user's files)",
+             lambda fx: sfsc_timm.save(sfsc_timm.load(fx['ckpt']), fx['user_files']), 'DestinationInUse',
+             r'user_files holds files this writer does not write \(holiday.png, notes.txt\).*pass force=True'),
+        Case('python', "sfsc_timm.save(net, 'gallery.parquet') onto an existing file",
+             lambda fx: sfsc_timm.save(sfsc_timm.load(fx['ckpt']), fx['file_parquet']), 'DestinationInUse',
+             r'gallery.parquet is a file; writing a folder there would replace it: .*pass force=True'),
+        Case('python', "sfsc_timm.save(net, a copy of a folder of the user's files, force=True)",
+             lambda fx: sfsc_timm.save(sfsc_timm.load(fx['ckpt']), fx.copy('user_files', 'user_files_saved'),
+                                       force=True), 'ok', r'^accepted'),
+        Case('python', 'sfsc_timm.save(a network with a NaN weight, folder)',
+             lambda fx: sfsc_timm.save(with_nan_weight(fx), fx.root / 'nan_saved'), 'CheckpointError',
+             r'tensor backbone.conv1.weight holds non-finite values .*nothing was written'),
+        Case('python', 'sfsc_timm.embed_images(a network with a NaN weight, images, output)',
+             lambda fx: sfsc_timm.embed_images(with_nan_weight(fx), fx['images'], fx.root / 'nan.parquet',
+                                               progress=False), 'ValueError',
+             r'is not finite \(NaN or inf\).*nothing was written to .*nan.parquet. Use a finite checkpoint'),
+        Case('python', 'sfsc_timm.embed_images(checkpoint, images, output, batch_size=0)',
+             lambda fx: sfsc_timm.embed_images(fx['ckpt'], fx['images'], fx.root / 'e.parquet', batch_size=0),
+             'ValueError', r'batch_size must be >= 1, got 0'),
     ]
 
 
@@ -300,10 +436,18 @@ def cases() -> List[Case]:
              2, r'cannot fill one batch of 64'),
         Case('train', '--output of an existing run, without --resume',
              lambda fx: fx.train('run_existing'), 2, r'already holds a run .* --resume .* another --output'),
+        Case('train', '--output of a run stopped before its first checkpoint',
+             lambda fx: fx.train('run_no_checkpoint'), 2,
+             r'holds a run stopped before its first checkpoint .*nothing to resume: remove .*another --output'),
+        Case('train', '--resume of a run stopped before its first checkpoint',
+             lambda fx: ['--resume', fx['run_no_checkpoint']], 2,
+             r'stopped before its first checkpoint, so there is nothing to resume; remove .* without --resume'),
         Case('train', '--output of a run in progress (another process holds it)',
              lambda fx: fx.train('run_locked'), 2, r'another sfsc-timm train \(pid \d+\) is writing to'),
         Case('train', '--output in a read-only folder', lambda fx: fx.train('read_only/run'), 2,
              r'cannot write in .* choose a folder you can write to'),
+        Case('train', '--output that is a file', lambda fx: fx.train('a_file'), 2,
+             r'--output .*a_file is a file, not a folder; choose a folder'),
         Case('train', '--resume of a folder without a checkpoint', lambda fx: ['--resume', str(fx.root / 'data')], 2,
              r'no checkpoint there'),
         Case('train', '--resume with a truncated training_state.pt', lambda fx: ['--resume', fx['run_bad_state']], 2,
@@ -356,6 +500,35 @@ def cases() -> List[Case]:
              r'truncated_config/config.json is not valid JSON'),
         Case('eval', 'a safetensors header whose dtype was changed', lambda fx: [fx['dtype_changed']], 2,
              r'backbone.conv1.weight is stored as torch.int32'),
+        Case('eval', 'a checkpoint whose backbone.conv1.weight is NaN', lambda fx: [fx['nan_weights']], 2,
+             r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
+        Case('eval', 'a folder of pickled weights (pytorch_model.bin)', lambda fx: [fx['pickled']], 2,
+             r'No model.safetensors in .*pickled weights are not loaded, re-save them with sfsc_timm.save'),
+        Case('eval', 'a weights file (model.bin) instead of its folder', lambda fx: [fx['pickle_file']], 2,
+             r'model.bin is a file; pass the checkpoint folder holding it'),
+        Case('eval', 'an image folder of query/ and gallery/ only (no training split)',
+             lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["if_query_gallery"]}', '--output',
+                         str(fx.root / 'eval_qg')], 0, r'0 of 6 queries skipped'),
+        Case('eval', 'the same, with --query-split query --gallery-split gallery',
+             lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["if_query_gallery"]}', '--query-split', 'query',
+                         '--gallery-split', 'gallery', '--output', str(fx.root / 'eval_qg_named')], 0,
+             r'0 of 6 queries skipped'),
+        Case('eval', "an image folder and --query-split foo (no such split)",
+             lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["if_query_gallery"]}', '--query-split', 'foo',
+                         '--gallery-split', 'gallery', '--output', str(fx.root / 'e')], 2,
+             r"has no split 'foo'; its splits are \['gallery', 'query'\]"),
+        Case('eval', "an image over PIL's decompression-bomb limit (a 65-byte PNG of 20000 x 20000)",
+             lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["if_bomb"]}', '--output', str(fx.root / 'e')], 2,
+             r'1 image file\(s\) cannot be read: .*big.png.*decompression bomb'),
+        Case('eval', '--img-size 32 32 (height and width)',
+             lambda fx: [fx['ckpt'], '--data', fx['data'], '--img-size', '32', '32', '--output',
+                         str(fx.root / 'eval_32')], 0, r'queries skipped'),
+        Case('eval', '--img-size 0 32', lambda fx: [fx['ckpt'], '--img-size', '0', '32'], 2,
+             r'--img-size takes a positive height and width, got 0 32; e.g. --img-size 256 128'),
+        Case('eval', '--max-query 0', lambda fx: [fx['ckpt'], '--max-query', '0'], 2, r'--max-query must be >= 1'),
+        Case('eval', '--workers -1', lambda fx: [fx['ckpt'], '--workers', '-1'], 2, r'--workers must be >= 0'),
+        Case('eval', '--device tpu', lambda fx: [fx['ckpt'], '--device', 'tpu'], 2,
+             r"--device 'tpu' is not one of cpu, cuda, cuda:N"),
         Case('eval', 'a full disk while writing the results (file size limit)',
              lambda fx: [fx['ckpt'], '--data', fx['data'], '--output', str(fx.root / 'eval_full')], 1,
              r'cannot write \(.*eval_full/metrics.json\): File too large. Free disk space', ulimit_fsize=1024),
@@ -371,6 +544,8 @@ def cases() -> List[Case]:
              r'holds files an export does not write'),
         Case('export', 'OUT_DIR in a read-only folder',
              lambda fx: [fx['run_done'], str(fx.root / 'read_only' / 'hub')], 2, r'OUT_DIR .*cannot write in'),
+        Case('export', 'OUT_DIR that is a file', lambda fx: [fx['run_done'], fx['a_file']], 2,
+             r'OUT_DIR .*a_file is a file, not a folder; choose a folder'),
     ]
     push = [
         Case('push', '--repo-id without a namespace', lambda fx: [fx['ckpt'], '--repo-id', 'nonamespace'], 2,
@@ -390,12 +565,93 @@ def cases() -> List[Case]:
         Case('export-width', '--output in a read-only folder',
              lambda fx: [fx['ckpt'], '--width', '0.5', '--output', str(fx.root / 'read_only' / 'w.onnx')], 2,
              r'--output .*cannot write in'),
+        Case('export-width', "--format hf --output a folder of the user's files",
+             lambda fx: [fx['ckpt'], '--width', '0.5', '--format', 'hf', '--output', fx['user_files']], 2,
+             r'user_files holds files this writer does not write \(holiday.png, notes.txt\).*--force'),
+        Case('export-width', "--format hf --force --output a copy of a folder of the user's files",
+             lambda fx: [fx['ckpt'], '--width', '0.5', '--format', 'hf', '--force', '--output',
+                         fx.copy('user_files', 'user_files_forced')], 0, r'^wrote .*user_files_forced: width 0.5, hf'),
+        Case('export-width', '--format hf --output an existing file',
+             lambda fx: [fx['ckpt'], '--width', '0.5', '--format', 'hf', '--output', fx['a_file']], 2,
+             r'a_file is a file; writing a folder there would replace it: .*--force'),
+        Case('export-width', '--format torchscript --output an existing folder',
+             lambda fx: [fx['ckpt'], '--width', '0.5', '--format', 'torchscript', '--output', fx['user_files']], 2,
+             r'user_files is a folder; writing a file there would replace it and everything in it: .*--force'),
+        Case('export-width', '--format onnx --output an existing folder',
+             lambda fx: [fx['ckpt'], '--width', '0.5', '--output', fx['folder_parquet']], 2,
+             r'folder.parquet is a folder; writing a file there would replace it .*--force'),
+        Case('export-width', '--output under a file (a_file/w.onnx)',
+             lambda fx: [fx['ckpt'], '--width', '0.5', '--output', str(fx.root / 'a_file' / 'w.onnx')], 2,
+             r'--output .*a_file is a file, not a folder; choose a folder'),
+        Case('export-width', 'a checkpoint whose backbone.conv1.weight is NaN',
+             lambda fx: [fx['nan_weights'], '--width', '0.5', '--output', str(fx.root / 'nan.onnx')], 2,
+             r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
+        Case('export-width', '--width 0.5 of a checkpoint whose width-0.5 BatchNorm variance is inf',
+             lambda fx: [fx['inf_norm_stats'], '--width', '0.5', '--output', str(fx.root / 'inf.onnx')], 2,
+             r'tensor backbone.bn1.per_width.0_5.running_var holds non-finite values'),
+        Case('export-width', '--width 1.5', lambda fx: [fx['ckpt'], '--width', '1.5'], 2,
+             r'width must be in \(0, 1\] \(1.0 is the full network\), got 1.5'),
+        Case('export-width', 'a weights file (model.bin) instead of a folder',
+             lambda fx: [fx['pickle_file'], '--width', '0.5'], 2, r'model.bin is not a folder. Pass a run folder'),
+    ]
+
+    def embed(images: str, *extra: str, model: str = 'ckpt', output: Optional[str] = None) -> Callable:
+        """``sfsc-timm embed`` of the fixture ``images`` (or that path) into ``output`` (default <tmp>/NAME.parquet,
+        always under the fixtures' folder)."""
+        def argv(fx: Fixtures) -> List[str]:
+            target = fx.root / (output or f'{Path(images).name}.parquet')
+            return [fx[model], fx[images] if images in fx.paths else images, '--no-progress', '--output', str(target),
+                    *extra]
+        return argv
+
+    embed_cases = [
+        Case('embed', '--output an existing folder named .parquet', embed('images', output='folder.parquet'), 2,
+             r'folder.parquet is a folder; writing a file there would replace it and everything in it: pass a '
+             r'\.parquet file path'),
+        Case('embed', '--output x.txt', embed('images', output='x.txt'), 2, r'--output .*x.txt must end in \.parquet'),
+        Case('embed', '--output in a read-only folder', embed('images', output='read_only/e.parquet'), 1,
+             r'cannot write.*Choose a folder you can write to'),
+        Case('embed', 'a checkpoint whose backbone.conv1.weight is NaN', embed('images', model='nan_weights'), 2,
+             r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
+        Case('embed', '--width 0.5 of a checkpoint whose width-0.5 BatchNorm variance is inf',
+             embed('images', '--width', '0.5', model='inf_norm_stats'), 2,
+             r'tensor backbone.bn1.per_width.0_5.running_var holds non-finite values'),
+        Case('embed', "a 16-bit PNG (mode 'I;16')", embed('img_uint16'), 0, r'^wrote .*: 1 embeddings'),
+        Case('embed', "a float TIFF (mode 'F') in [0, 1]", embed('img_float01'), 0, r'^wrote .*: 1 embeddings'),
+        Case('embed', "a float TIFF (mode 'F') in [0, 1000]", embed('img_float1000'), 2,
+             r"mode 'F' with values in \[0, 1000\]; float images must lie in \[0, 1\] or \[0, 255\].*convert it"),
+        Case('embed', "a float TIFF (mode 'F') holding NaN", embed('img_float_nan'), 2,
+             r"mode 'F' with NaN or infinite values.*convert it to 8-bit RGB"),
+        Case('embed', "a 32-bit integer TIFF (mode 'I') with negative values", embed('img_int_negative'), 2,
+             r"mode 'I' with negative values \(range \[-100, 100\]\).*convert it to 8-bit RGB"),
+        Case('embed', 'a CMYK JPEG', embed('img_cmyk'), 0, r'^wrote .*: 1 embeddings'),
+        Case('embed', 'a palette PNG with a transparent colour', embed('img_palette_alpha'), 0,
+             r'^wrote .*: 1 embeddings'),
+        Case('embed', 'an image file that cannot be read', embed('broken_image'), 1,
+             r'cannot read image .*a.png .*remove or fix the file'),
+        Case('embed', "an image over PIL's decompression-bomb limit (a 65-byte PNG of 20000 x 20000)",
+             embed('img_bomb'), 1, r'cannot read image .*big.png \(Image size \(400000000 pixels\) exceeds limit'),
+        Case('embed', 'a folder without images', embed('no_images'), 2, r'no_images holds no image files'),
+        Case('embed', 'images that do not exist', embed('/nonexistent/images'), 2,
+             r'/nonexistent/images does not exist. Pass a folder of images'),
+        Case('embed', 'a file where the folder of images goes', embed('a_file'), 2,
+             r'a_file is a file; pass a folder of images or a dataset'),
+        Case('embed', 'a weights file (model.bin) instead of a folder', embed('images', model='pickle_file'), 2,
+             r'model.bin is not a folder. Pass a run folder'),
+        Case('embed', 'a model that does not exist',
+             lambda fx: ['/nonexistent/model', fx['images'], '--output', str(fx.root / 'e.parquet')], 2,
+             r'is neither a folder nor a registered sfsc_\* model; pass a checkpoint or run folder'),
+        Case('embed', '--width 0.3 (not trained)', embed('images', '--width', '0.3'), 2,
+             r'width 0.3 is not one of the widths \(0.5, 1.0\) .*Choose one of'),
+        Case('embed', '--batch-size 0', embed('images', '--batch-size', '0'), 2, r'batch_size must be >= 1, got 0'),
+        Case('embed', '--device tpu', embed('images', '--device', 'tpu'), 2,
+             r"device 'tpu' is not one of auto, cpu, cuda, cuda:N"),
     ]
     other = [
         Case('sfsc-timm', 'an unknown command', lambda fx: ['frobnicate'], 2, r"unknown command 'frobnicate'"),
         Case('demo', '--model resnet18', lambda fx: ['--model', 'resnet18'], 2, r'not an sfsc model; available'),
     ]
-    return train + evaluate + export + push + export_width + other + _python_cases()
+    return train + evaluate + export + push + export_width + embed_cases + other + _python_cases()
 
 
 # --- running them ---
@@ -403,6 +659,7 @@ def cases() -> List[Case]:
 def normalise(text: str, root: Path) -> str:
     """A message without what changes from run to run (the temporary folder, process ids)."""
     text = text.replace(str(root), '<tmp>')
+    text = re.sub(r'[\d.]+ images/s', 'N images/s', text)  # embed's speed
     return re.sub(r'\(pid \d+\)', '(pid N)', text)
 
 
