@@ -145,6 +145,9 @@ def check_output_folder_writable(folder: os.PathLike, flag: str = '--output') ->
         parent = os.path.dirname(os.path.abspath(existing))
         if parent == existing:
             break
+        if os.path.exists(parent) and not os.path.isdir(parent):  # a/file/out: no folder can be made under a file
+            raise UsageError(f'{flag} {path}: {parent} is a file, so no folder can be made under it; choose another '
+                             f'{flag}.')
         existing = parent
     probe = os.path.join(existing, f'.sfsc-write-test.{os.getpid()}')
     try:  # os.access says yes to root even where the file system says no (read-only mounts, immutable folders)
