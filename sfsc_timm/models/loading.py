@@ -20,6 +20,10 @@ def load(source: Union[str, Path], width: Optional[float] = None, **kwargs) -> n
     if source.startswith(('hf-hub:', 'hf_hub:')):
         return timm.create_model(source, pretrained=True, width=width, **kwargs)
     folder = Path(source.removeprefix('local-dir:'))
+    if folder.is_file():  # e.g. CK/model.safetensors: the checkpoint is the folder holding it
+        raise CheckpointError(f'{folder} is a file; sfsc_timm.load takes the checkpoint folder holding it'
+                              f'{f" ({folder.parent})" if folder.name == WEIGHTS_NAME else ""}, written by '
+                              'sfsc_timm.save(net, folder).')
     if not folder.is_dir():
         raise FileNotFoundError(f'Checkpoint folder {folder} does not exist; pass a folder written by '
                                 "sfsc_timm.save(net, folder) or a Hub id 'hf-hub:ORG/NAME'.")
