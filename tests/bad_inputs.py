@@ -549,7 +549,7 @@ def cases() -> List[Case]:
         Case('export', 'a checkpoint without metrics.json', lambda fx: [fx['ckpt'], str(fx.root / 'h')], 2,
              r'lack metrics.json.* sfsc-timm eval'),
         Case('export', 'OUT_DIR that holds other files', lambda fx: [fx['run_done'], fx['data']], 2,
-             r'holds files an export does not write'),
+             r'holds files this writer does not write .*choose a new or empty OUT_DIR'),
         Case('export', 'OUT_DIR in a read-only folder',
              lambda fx: [fx['run_done'], str(fx.root / 'read_only' / 'hub')], 2, r'OUT_DIR .*cannot write in'),
         Case('export', 'OUT_DIR that is a file', lambda fx: [fx['run_done'], fx['a_file']], 2,

@@ -162,7 +162,7 @@ def _compare(model: nn.Module, run_exported: Callable, checks: List[torch.Tensor
         diff = (got.float() - expected.float()).abs().max().item()
         # NaN compares as neither larger nor smaller: a non-finite output is a mismatch, never a difference of 0
         finite = bool(torch.isfinite(got).all()) and bool(torch.isfinite(expected).all())
-        max_diff = max(max_diff, diff if finite and math.isfinite(diff) else math.inf)
+        max_diff = max(max_diff, diff if finite else math.inf)
         shape = tuple(expected.shape)
     return max_diff, shape
 

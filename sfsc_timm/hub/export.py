@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Union
 
 import yaml
 
-from ..atomic_io import staged_folder
+from ..atomic_io import check_destination, staged_folder
 from ..eval import plot_compatibility_heatmap
 from ..errors import CommandParser, check_output_folder_writable, run_command
 from ..models import ModelKind, load, model_kind
@@ -30,16 +30,9 @@ EXPORT_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, HEATMAP_NAME, METRICS_NAME
 
 
 def check_output_folder(out_dir: Path) -> None:
-    """Refuse to replace a folder that is not an export (it would be deleted with everything in it)."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise ExportError(f'{out_dir} exists and is not a folder; choose another OUT_DIR.')
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
-    if foreign:
-        shown = ', '.join(foreign[:5]) + (f' (+{len(foreign) - 5} more)' if len(foreign) > 5 else '')
-        raise ExportError(f'{out_dir} exists and holds files an export does not write ({shown}); exporting would '
-                          'replace the whole folder. Choose a new or empty OUT_DIR, or remove those files.')
+    """Refuse to replace a folder that is not an export (it would be deleted with everything in it), or a file."""
+    check_destination(out_dir, EXPORT_FILES, folder=True,
+                      fix='choose a new or empty OUT_DIR, or remove those files')
 
 
 def finish_final_step(source: Union[str, Path]) -> None:
