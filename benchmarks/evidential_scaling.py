@@ -1,11 +1,11 @@
-"""Why the seed-faithful uncertainty loss stops learning with hundreds of identities: the loss alone, on a task that
-takes seconds.
+"""Why the uncertainty loss as the SFSC paper states it stops learning with hundreds of identities: the loss alone, on
+a task that takes seconds.
 
 A classifier (one hidden layer, BatchNorm'd features like the BNNeck's) learns C Gaussian classes in D=128 dimensions
-with SGD, once per loss: softmax cross-entropy, and the uncertainty-based compatible loss with softplus (the seed's) or
-exp evidence, with the seed's KL term (weight ramped from 0 to 1 over the run, as over the seed's first 10 epochs) or
-without it. It reports held-out accuracy, the mean uncertainty u = C / S and the target's expected probability
-alpha_y / S, for C = 10 (Fashion-MNIST's classes) and C = 675 (the glyph benchmark's training identities).
+with SGD, once per loss: softmax cross-entropy, and the uncertainty-based compatible loss with softplus (the SFSC
+paper's) or exp evidence, with the paper's KL term (weight ramped from 0 to 1 over the run, as over the paper's first
+10 epochs) or without it. It reports held-out accuracy, the mean uncertainty u = C / S and the target's expected
+probability alpha_y / S, for C = 10 (Fashion-MNIST's classes) and C = 675 (the glyph benchmark's training identities).
 
     .venv/bin/python benchmarks/evidential_scaling.py    # about 10 min on one core: results/evidential_scaling.json
     .venv/bin/python benchmarks/evidential_scaling.py --classes 675 --losses 'exp + KL x 10/C' \

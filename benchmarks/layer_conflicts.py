@@ -1,8 +1,8 @@
 """ How often the widths' gradients pull apart, on the whole shared vector and layer by layer, per training epoch.
 
-The seed's projection (PCGrad on the whole shared gradient, docs/design.md) acts only when two widths' whole gradients
-have a negative dot product. Two widths may agree on the whole and still pull one layer apart; the trainer logs both
-counts for every SFSC run (`metrics.jsonl`: `conflicts`, `layer_pairs`, `layer_conflicts`,
+The SFSC paper's projection (PCGrad on the whole shared gradient, docs/design.md) acts only when two widths' whole
+gradients have a negative dot product. Two widths may agree on the whole and still pull one layer apart; the trainer
+logs both counts for every SFSC run (`metrics.jsonl`: `conflicts`, `layer_pairs`, `layer_conflicts`,
 `layer_conflicts_widest`). This script tabulates them for the runs of `benchmarks/paper_table.py` rows.
 
     python benchmarks/layer_conflicts.py --folder benchmarks/results/open_set_6_epochs --rows sfsc_ce_ens \

@@ -88,7 +88,7 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     # sfsc_ce_ens: the ensemble of all widths as the distillation teacher, priorities relative to the widest width
     'sfsc_ce_ens': ('sfsc_ce_ens', [], 'SFSC-CE-ens (ensemble distillation, priorities relative to the widest)'),
     'sfsc_ce_ens_seed_priorities': ('sfsc_ce_ens', ['--priority', 'uncertainty'],
-                                    "SFSC-CE-ens with the seed's priorities"),
+                                    "SFSC-CE-ens with the SFSC paper's priorities"),
     'sfsc_ce_ens_t3': ('sfsc_ce_ens', ['--kd-temperature', '3'], 'SFSC-CE-ens, distillation at temperature 3'),
     'sfsc_ce_ens_kd1': ('sfsc_ce_ens', ['--lambda-kd', '1'], 'SFSC-CE-ens, distillation weight 1'),
     'sfsc_ce_ens_layer': ('sfsc_ce_ens', ['--projection-granularity', 'layer'],
@@ -126,7 +126,7 @@ ROWS: Dict[str, Tuple[str, List[str], str]] = {
     'asymmetric_reg': ('asymmetric_reg', [], 'Asymmetric (embedding regression)'),
     'asymmetric_s_reg': ('asymmetric_s_reg', [], 'Asymmetric-S (embedding regression)'),
 }
-METHODS = list(ROWS)[:8]  # the default: the seed's table
+METHODS = list(ROWS)[:8]  # the default: the SFSC paper's table
 _CPU_FASHION = ['--model', 'sfsc_resnet18', '--input-size', '3', '32', '32', '--embed-dim', '128',
                 '--max-train', '3000', '--epochs', '4', '--batch-size', '64', '--eval-every', '100',
                 '--eval-max-query', '500', '--eval-max-gallery', '4500']

@@ -42,6 +42,7 @@ from sfsc_timm.models import extract
 from sfsc_timm.optim import GradientProjection
 from sfsc_timm.train.config import config_from_dict, load_recipe
 from sfsc_timm.train.distributed import DistInfo
+from sfsc_timm.train.host_allocator import keep_freed_memory
 from sfsc_timm.train.methods import create_train_step
 from sfsc_timm.train.steps import SFSCStep
 from sfsc_timm.train.trainer import create_model
@@ -66,6 +67,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--main-job', action='store_true',
                         help=f'the main job\'s step: model, input, batch and method of {MAIN_JOB_RECIPE.name}')
     parser.add_argument('--channels-last', action='store_true', help='every network and batch in channels-last')
+    parser.add_argument('--default-allocator', action='store_true',
+                        help="glibc malloc's default settings, not those `sfsc-timm train` applies "
+                             '(sfsc_timm.train.host_allocator)')
     parser.add_argument('--output', type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -141,6 +145,9 @@ def compute_only_step(step: SFSCStep, widths: List[float], lr: float,
 
 def main() -> None:
     args = parse_args()
+    # what `sfsc-timm train` does, so the benchmark times the step as training runs it
+    allocator = 'glibc default' if args.default_allocator else (
+        'keeps freed memory' if keep_freed_memory() else 'default (settings not applied)')
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_dict(dict(model=args.model, input_size=[3, args.height, args.width], embed_dim=args.embed_dim,
@@ -203,7 +210,7 @@ def main() -> None:
     rows = [(name, median[name], min(times[name]), max(times[name])) for name in variants]
     print(f'\n{args.model} ({args.method}) {args.height}x{args.width}, batch {args.batch_size}, widths {cfg.widths}, '
           f'{torch.get_num_threads()} threads, {args.repeats} rounds'
-          + (', channels-last' if args.channels_last else ''))
+          + (', channels-last' if args.channels_last else '') + f', allocator: {allocator}')
     print(f'{"variant":<12} {"median s":>9} {"min s":>8} {"max s":>8} {"CPU s":>8} {"images/s":>9}')
     for name, med, lo, hi in rows:
         print(f'{name:<12} {med:9.3f} {lo:8.3f} {hi:8.3f} {cpu_median[name]:8.3f} {images_per_s[name]:9.1f}')
@@ -220,7 +227,8 @@ def main() -> None:
     result = dict(
         benchmark='train_step', model=args.model, method=args.method, input_size=[3, args.height, args.width],
         batch_size=args.batch_size, widths=cfg.widths, num_classes=args.num_classes, repeats=args.repeats,
-        threads=torch.get_num_threads(), channels_last=args.channels_last, images_per_s=images_per_s,
+        threads=torch.get_num_threads(), channels_last=args.channels_last, allocator=allocator,
+        images_per_s=images_per_s,
         ratio_sfsc_over_compute=compute_ratio, target_compute_ratio=TARGET_COMPUTE_RATIO,
         meets_compute_target=compute_ratio <= TARGET_COMPUTE_RATIO,
         median_s=median, min_s={n: min(t) for n, t in times.items()}, times_s=times, ratio_sfsc_over_sum=ratio,
@@ -238,7 +246,8 @@ def main() -> None:
         note='interleaved rounds on a shared machine; medians over rounds')
     name = 'train_step_main_job' if args.main_job else 'train_step_quick' if args.quick else 'train_step'
     output = args.output or Path(__file__).resolve().parent / 'results' / (
-        name + ('_channels_last' if args.channels_last else '') + '.json')
+        name + ('_channels_last' if args.channels_last else '') + ('_default_allocator' if args.default_allocator
+                                                                     else '') + '.json')
     write_json_atomically(output, result)
     print(f'wrote {output}')
 

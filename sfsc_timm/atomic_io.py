@@ -62,7 +62,8 @@ class DestinationInUse(ValueError):
 
 
 def check_destination(target: PathLike, own_files: Collection[str] = (), *, folder: bool, force: bool = False,
-                      fix: str = 'choose another output') -> None:
+                      fix: str = 'choose another output', own_file: Optional[Callable[[Path], bool]] = None,
+                      own_kind: str = 'a file this writer writes') -> None:
     """Refuse to replace ``target`` unless it is absent or holds only what this writer writes (docs/design.md,
     "Files on disk": nothing of the user's is ever replaced).
 
@@ -72,6 +73,9 @@ def check_destination(target: PathLike, own_files: Collection[str] = (), *, fold
         folder: Whether the writer writes a folder (else one file).
         force: Replace whatever is there (the user asked for it).
         fix: What the user can do instead, for the message (e.g. ``'pass --force or another --output'``).
+        own_file: For a file writer, whether an existing file is one it wrote (its format and its own marker, read
+            without executing anything); None: any file at the path named is replaced.
+        own_kind: What `own_file` recognises, for the message (e.g. ``'an ONNX model export-width wrote'``).
 
     Raises:
         DestinationInUse: naming the path and what is in the way.
@@ -85,7 +89,9 @@ def check_destination(target: PathLike, own_files: Collection[str] = (), *, fold
         if target.is_dir():
             raise DestinationInUse(f'{target} is a folder; writing a file there would replace it and everything in '
                                    f'it: {fix}.')
-        return  # a file of the format asked for, at the path asked for: the user names what to replace
+        if own_file is not None and not own_file(target):
+            raise DestinationInUse(f'{target} is not {own_kind}; writing there would replace it: {fix}.')
+        return
     own = set(own_files)
     # a killed writer's temporaries are ours too (removed by the next write)
     foreign = sorted(p.name for p in target.iterdir() if p.name not in own and TEMP_MARK not in p.name)

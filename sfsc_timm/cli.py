@@ -1,4 +1,5 @@
-"""``sfsc-timm`` command line: ``train``, ``eval``, ``export``, ``push``, ``export-width``, ``embed``, ``demo``."""
+"""``sfsc-timm`` command line: ``train``, ``eval``, ``export``, ``push``, ``export-width``, ``embed``, ``index``,
+``demo``."""
 import importlib
 import sys
 from typing import List, Optional
@@ -12,6 +13,8 @@ COMMANDS = {
     'export-width': ('sfsc_timm.hub.deploy', 'export one width for deployment (ONNX, TorchScript, torch.export, '
                                              'a timm / transformers folder)'),
     'embed': ('sfsc_timm.inference.cli', 'embed a folder of images or a dataset at one width into a Parquet file'),
+    'index': ('sfsc_timm.index.cli', 'a faiss gallery index of embeddings: build, search from any width, add, remove, '
+                                     'info'),
     'demo': ('sfsc_timm.demo', 'build sfsc_resnet50, extract every width, print size and CPU latency'),
 }
 

@@ -17,7 +17,7 @@ from typing import Callable, List, NoReturn, Optional, Sequence
 import yaml
 
 __all__ = ['UsageError', 'RunError', 'CommandParser', 'exit_status', 'describe', 'run_command', 'debug_requested',
-           'check_output_folder_writable']
+           'check_output_folder_writable', 'at_least']
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -50,6 +50,18 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f'{message}; see {self.prog} --help')
+
+
+def at_least(minimum: float, kind: Callable[[str], float] = float) -> Callable[[str], float]:
+    """An argparse ``type`` for a number that must be ``>= minimum``: a value below it is a usage error naming the
+    option, before any work (``argument --atol: must be >= 0, got -1``)."""
+    def parse(text: str) -> float:
+        value = kind(text)
+        if not value >= minimum:  # NaN too
+            raise argparse.ArgumentTypeError(f'must be >= {minimum:g}, got {text}')
+        return value
+    parse.__name__ = getattr(kind, '__name__', 'number')  # argparse's "invalid int value" on a non-number
+    return parse
 
 
 def debug_requested(argv: Sequence[str]) -> bool:
@@ -131,14 +143,23 @@ def _raise_on_sigterm():
     return signal.signal(signal.SIGTERM, terminate)
 
 
-def check_output_folder_writable(folder: os.PathLike, flag: str = '--output') -> None:
+def check_output_folder_writable(folder: os.PathLike, flag: str = '--output',
+                                 file: Optional[os.PathLike] = None) -> None:
     """Before any work: ``folder`` (or the nearest existing folder above it) must be a folder this process can write.
+
+    Args:
+        folder: The folder to write in.
+        flag: The option that named it, for the message.
+        file: The file to be written in ``folder``, when `flag` named that file rather than the folder.
 
     Raises:
         UsageError: it is a file, or not writable (read-only, another owner, immutable), naming ``flag``.
     """
     path = os.fspath(folder)
     if os.path.exists(path) and not os.path.isdir(path):
+        if file is not None:
+            raise UsageError(f'{flag} {os.fspath(file)}: {path} is a file, so no folder can be made under it; choose '
+                             f'another {flag}.')
         raise UsageError(f'{flag} {path} is a file, not a folder; choose a folder.')
     existing = path
     while not os.path.isdir(existing):

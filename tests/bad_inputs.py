@@ -1,9 +1,9 @@
 """ Bad inputs and faults, tried for real on every command: each must give one clear line (or be accepted).
 
-``tests/test_bad_inputs.py`` runs every case and checks the README's table against what the commands printed, so the
-table cannot drift. Regenerate the table after changing a message::
+``tests/test_bad_inputs.py`` runs every case and checks the table of docs/errors.md against what the commands
+printed, so the table cannot drift. Regenerate the table after changing a message::
 
-    python tests/bad_inputs.py --write-readme
+    python tests/bad_inputs.py --write-table
 
 Every case runs in this process (``sfsc_timm.cli.main``), except the full disk, which needs its own process to limit
 the size of the files it may write.
@@ -35,7 +35,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 if __name__ == '__main__':
     sys.path.insert(0, str(REPO))  # this checkout's sfsc_timm, whatever the working folder
-README = REPO / 'README.md'
+ERRORS_DOC = REPO / 'docs' / 'errors.md'
 TABLE_START, TABLE_END = '<!-- bad-inputs:start -->', '<!-- bad-inputs:end -->'
 RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
 
@@ -50,7 +50,7 @@ class Case:
     Attributes:
         command: ``train``, ``eval``, ``export``, ``push``, ``export-width``, ``embed``, ``demo``, ``sfsc-timm`` (the
             top-level command) or ``python`` (the Python API).
-        input: The input, as the README's table shows it.
+        input: The input, as the table of docs/errors.md shows it.
         run: ``fixtures -> argv`` for a command; a callable taking the fixtures for ``python``.
         status: The exit status (0: accepted); for ``python`` the exception class name, or ``ok``.
         match: A regular expression the message must match (it names the problem and the fix).
@@ -264,6 +264,19 @@ def build_fixtures(root: Path) -> Fixtures:
     paths['if_query_gallery'] = _imagefolder(root / 'if_query_gallery',
                                              {'query': ('cat', 'dog'), 'gallery': ('cat', 'dog')})
 
+    # the gallery index: the images embedded at two widths of the checkpoint and by another checkpoint, an index
+    from sfsc_timm.index import build_index
+    for name, model, width in (('emb_w1', paths['ckpt'], 1.0), ('emb_w05', paths['ckpt'], 0.5),
+                               ('emb_foreign', root / 'ckpt_other', 1.0)):
+        if name == 'emb_foreign':
+            torch.manual_seed(1)
+            sfsc_timm.save(timm.create_model('sfsc_resnet18', num_classes=3, widths=WIDTHS, embed_dim=16,
+                                             pretrained_cfg_overlay=dict(input_size=(3, 16, 16))), model)
+        paths[name] = root / f'{name}.parquet'
+        sfsc_timm.embed_images(model, paths['images'], paths[name], width=width, progress=False)
+    paths['index'] = root / 'index'
+    build_index(paths['emb_w1'], paths['index'])
+
     # run folders: finished (export/), unfinished (checkpoints only), holding a run, with a broken checkpoint
     paths['run_done'] = root / 'run_done'
     shutil.copytree(paths['ckpt'], paths['run_done'] / 'export')
@@ -350,10 +363,10 @@ def _python_cases() -> List[Case]:
              r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
         Case('python', 'sfsc_timm.load(a folder of pickled weights, pytorch_model.bin)',
              lambda fx: sfsc_timm.load(fx['pickled']), 'FileNotFoundError',
-             r'No model.safetensors in .*pickled weights are not loaded, re-save them with sfsc_timm.save'),
+             r'No model.safetensors in .*pickled weights are never loaded .unpickling can run code.*sfsc_timm.save'),
         Case('python', "timm.create_model('local-dir:...', pretrained=True) of a folder of pickled weights",
              lambda fx: timm.create_model(f'local-dir:{fx["pickled"]}', pretrained=True), 'FileNotFoundError',
-             r'pickled weights are not loaded, re-save them with sfsc_timm.save'),
+             r'pickled weights are never loaded .unpickling can run code.*sfsc_timm.save'),
         Case('python', "sfsc_timm.load('CK/model.safetensors') (the weights file, not its folder)",
              lambda fx: sfsc_timm.load(Path(fx['ckpt']) / 'model.safetensors'), 'CheckpointError',
              r'is a file; sfsc_timm.load takes the checkpoint folder holding it \(.*ckpt\)'),
@@ -383,7 +396,7 @@ def _python_cases() -> List[Case]:
 
 
 def cases() -> List[Case]:
-    """Every case, in the order of the README's table."""
+    """Every case, in the order of the table of docs/errors.md."""
     train = [
         Case('train', 'recipe with malformed YAML', lambda fx: ['-c', fx['bad_yaml']], 2,
              r'not valid YAML at line 3, column 7.*Fix the file'),
@@ -511,9 +524,12 @@ def cases() -> List[Case]:
         Case('eval', 'a checkpoint whose backbone.conv1.weight is NaN', lambda fx: [fx['nan_weights']], 2,
              r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
         Case('eval', 'a folder of pickled weights (pytorch_model.bin)', lambda fx: [fx['pickled']], 2,
-             r'No model.safetensors in .*pickled weights are not loaded, re-save them with sfsc_timm.save'),
+             r'No model.safetensors in .*pickled weights are never loaded .unpickling can run code.*sfsc_timm.save'),
         Case('eval', 'a weights file (model.bin) instead of its folder', lambda fx: [fx['pickle_file']], 2,
              r'model.bin is a file; pass the checkpoint folder holding it'),
+        Case('eval', '--data imagefolder:FILE (a file, not a folder)',
+             lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["a_file"]}'], 2,
+             r'imagefolder:.*a_file is a file; imagefolder: takes a folder of class sub-folders'),
         Case('eval', 'an image folder of query/ and gallery/ only (no training split)',
              lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["if_query_gallery"]}', '--output',
                          str(fx.root / 'eval_qg')], 0, r'0 of 6 queries skipped'),
@@ -590,13 +606,21 @@ def cases() -> List[Case]:
              r'folder.parquet is a folder; writing a file there would replace it .*--force'),
         Case('export-width', '--output under a file (a_file/w.onnx)',
              lambda fx: [fx['ckpt'], '--width', '0.5', '--output', str(fx.root / 'a_file' / 'w.onnx')], 2,
-             r'--output .*a_file is a file, not a folder; choose a folder'),
+             r'--output .*a_file/w.onnx: .*a_file is a file, so no folder can be made under it'),
         Case('export-width', 'a checkpoint whose backbone.conv1.weight is NaN',
              lambda fx: [fx['nan_weights'], '--width', '0.5', '--output', str(fx.root / 'nan.onnx')], 2,
              r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
         Case('export-width', '--width 0.5 of a checkpoint whose width-0.5 BatchNorm variance is inf',
              lambda fx: [fx['inf_norm_stats'], '--width', '0.5', '--output', str(fx.root / 'inf.onnx')], 2,
              r'tensor backbone.bn1.per_width.0_5.running_var holds non-finite values'),
+        Case('export-width', "--format torchscript --output a file of the user's",
+             lambda fx: [fx['ckpt'], '--width', '0.5', '--format', 'torchscript', '--output', fx['a_file']], 2,
+             r'a_file is not a torchscript file export-width wrote; writing there would replace it: .*--force'),
+        Case('export-width', '--atol -1', lambda fx: [fx['ckpt'], '--width', '0.5', '--atol', '-1'], 2,
+             r'argument --atol: must be >= 0, got -1'),
+        Case('export-width', 'a folder of pickled weights (pytorch_model.bin)',
+             lambda fx: [fx['pickled'], '--width', '0.5'], 2,
+             r'pickled weights are never loaded .unpickling can run code.*sfsc_timm.save'),
         Case('export-width', '--width 1.5', lambda fx: [fx['ckpt'], '--width', '1.5'], 2,
              r'width must be in \(0, 1\] \(1.0 is the full network\), got 1.5'),
         Case('export-width', 'a weights file (model.bin) instead of a folder',
@@ -617,8 +641,14 @@ def cases() -> List[Case]:
              r'folder.parquet is a folder; writing a file there would replace it and everything in it: pass a '
              r'\.parquet file path'),
         Case('embed', '--output x.txt', embed('images', output='x.txt'), 2, r'--output .*x.txt must end in \.parquet'),
-        Case('embed', '--output in a read-only folder', embed('images', output='read_only/e.parquet'), 1,
-             r'cannot write.*Choose a folder you can write to'),
+        Case('embed', '--output in a read-only folder', embed('images', output='read_only/e.parquet'), 2,
+             r'--output .*read_only: cannot write in .*read_only .*choose a folder you can write to'),
+        Case('embed', '--output under a file (a_file/e.parquet)', embed('images', output='a_file/e.parquet'), 2,
+             r'--output .*a_file is a file, so no folder can be made under it'),
+        Case('embed', '--workers -1', embed('images', '--workers', '-1'), 2,
+             r'argument --workers: must be >= 0, got -1'),
+        Case('embed', 'a folder of pickled weights (pytorch_model.bin)', embed('images', model='pickled'), 2,
+             r'pickled weights are never loaded .unpickling can run code.*sfsc_timm.save'),
         Case('embed', 'a checkpoint whose backbone.conv1.weight is NaN', embed('images', model='nan_weights'), 2,
              r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
         Case('embed', '--width 0.5 of a checkpoint whose width-0.5 BatchNorm variance is inf',
@@ -659,7 +689,40 @@ def cases() -> List[Case]:
         Case('sfsc-timm', 'an unknown command', lambda fx: ['frobnicate'], 2, r"unknown command 'frobnicate'"),
         Case('demo', '--model resnet18', lambda fx: ['--model', 'resnet18'], 2, r'not an sfsc model; available'),
     ]
-    return train + evaluate + export + push + export_width + embed_cases + other + _python_cases()
+    index = [
+        Case('index', 'search with queries of another width of the same checkpoint',
+             lambda fx: ['search', fx['index'], fx['emb_w05'], '--k', '2', '--output', str(fx.root / 'hits.parquet')],
+             0, r'searched 4 queries \(width 0.5\) in .*top 2 of each to .*hits.parquet'),
+        Case('index', 'search with queries of another checkpoint',
+             lambda fx: ['search', fx['index'], fx['emb_foreign'], '--output', str(fx.root / 'hits2.parquet')], 2,
+             r'come from .*checkpoint .*embeddings of another checkpoint are not comparable.*--allow-other-checkpoint'),
+        Case('index', "build --output a folder of the user's files",
+             lambda fx: ['build', fx['emb_w1'], '--output', fx['user_files']], 2,
+             r'user_files holds files this writer does not write \(holiday.png, notes.txt\).*--force'),
+        Case('index', 'build --output an existing file',
+             lambda fx: ['build', fx['emb_w1'], '--output', fx['a_file']], 2,
+             r'--output .*a_file is a file, not a folder; choose a folder'),
+        Case('index', 'build from a Parquet file sfsc-timm embed did not write',
+             lambda fx: ['build', fx['file_parquet'], '--output', str(fx.root / 'index_bad')], 2,
+             r'gallery.parquet is not a readable Parquet file \(another format, or truncated\); pass a file'),
+        Case('index', 'build from a file that does not exist',
+             lambda fx: ['build', str(fx.root / 'missing.parquet'), '--output', str(fx.root / 'index_missing')], 2,
+             r'missing.parquet does not exist'),
+        Case('index', 'build --kind flat --nlist 8 (a parameter of another kind)',
+             lambda fx: ['build', fx['emb_w1'], '--output', str(fx.root / 'index_nlist'), '--nlist', '8'], 2,
+             r'--nlist is a parameter of ivf-flat and ivf-pq, not of flat'),
+        Case('index', 'search --k 0',
+             lambda fx: ['search', fx['index'], fx['emb_w05'], '--k', '0', '--output', str(fx.root / 'h0.parquet')],
+             2, r'--k must be an integer >= 1, got 0'),
+        Case('index', 'search a folder that is not an index',
+             lambda fx: ['search', fx['user_files'], fx['emb_w05'], '--output', str(fx.root / 'h1.parquet')], 2,
+             r'is not an index folder \(no index.json\)'),
+        Case('index', 'remove an id that is not in the index',
+             lambda fx: ['remove', fx['index'], 'nope.png'], 2, r'not in the index .*nope.png.*nothing was removed'),
+        Case('eval', '--rerank-k1 10 without --rerank', lambda fx: [fx['ckpt'], '--rerank-k1', '10'], 2,
+             r'--rerank-k1 is a parameter of --rerank; add --rerank'),
+    ]
+    return train + evaluate + export + push + export_width + embed_cases + index + other + _python_cases()
 
 
 # --- running them ---
@@ -668,6 +731,7 @@ def normalise(text: str, root: Path) -> str:
     """A message without what changes from run to run (the temporary folder, process ids)."""
     text = text.replace(str(root), '<tmp>')
     text = re.sub(r'[\d.]+ images/s', 'N images/s', text)  # embed's speed
+    text = re.sub(r'[\d,.]+ queries/s', 'N queries/s', text)  # the index search's
     return re.sub(r'\(pid \d+\)', '(pid N)', text)
 
 
@@ -725,7 +789,7 @@ def is_clear(case: Case, result: Result) -> bool:
 
 
 def table(rows: List[Tuple[Case, Result]], root: Path) -> str:
-    """The README's table: command, input, exit status, the message (temporary paths shown as <tmp>)."""
+    """The table of docs/errors.md: command, input, exit status, the message (temporary paths shown as <tmp>)."""
     lines = ['| # | command | input | exit | message |', '| ---: | --- | --- | --- | --- |']
     for number, (case, result) in enumerate(rows, 1):
         message = normalise(result.message, root).replace('|', '\\|')
@@ -738,16 +802,16 @@ def table(rows: List[Tuple[Case, Result]], root: Path) -> str:
     return '\n'.join(lines)
 
 
-def readme_table() -> str:
-    text = README.read_text()
+def documented_table() -> str:
+    text = ERRORS_DOC.read_text()
     start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
     return text[start:end].strip()
 
 
-def write_readme_table(new: str) -> None:
-    text = README.read_text()
+def write_documented_table(new: str) -> None:
+    text = ERRORS_DOC.read_text()
     start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
-    README.write_text(text[:start] + '\n' + new + '\n' + text[end:])
+    ERRORS_DOC.write_text(text[:start] + '\n' + new + '\n' + text[end:])
 
 
 def run_all(root: Path) -> List[Tuple[Case, Result]]:
@@ -764,7 +828,7 @@ def run_all(root: Path) -> List[Tuple[Case, Result]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--write-readme', action='store_true', help='replace the table in README.md')
+    parser.add_argument('--write-table', action='store_true', help='replace the table in docs/errors.md')
     parser.add_argument('--root', type=Path, default=None, help='where to build the fixtures (default: a temp dir)')
     args = parser.parse_args()
     import tempfile
@@ -774,8 +838,8 @@ def main() -> None:
         new = table(rows, root)
         print(new)
         print(json.dumps({c.input: r.status for c, r in rows if not is_clear(c, r)}, indent=1))
-        if args.write_readme:
-            write_readme_table(new)
+        if args.write_table:
+            write_documented_table(new)
 
 
 if __name__ == '__main__':

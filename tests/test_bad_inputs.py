@@ -1,5 +1,5 @@
-""" Every bad input of tests/bad_inputs.py gives one clear line (or is accepted), and README's table is what the
-commands print today. """
+""" Every bad input of tests/bad_inputs.py gives one clear line (or is accepted), and the table of docs/errors.md
+is what the commands print today. """
 import pytest
 
 import bad_inputs
@@ -24,7 +24,7 @@ def test_bad_input_gives_one_clear_line(outcomes, index):
     assert bad_inputs.is_clear(case, result), f'{result.message!r} does not match {case.match!r}'
 
 
-def test_readme_table_is_what_the_commands_print(outcomes):
+def test_documented_table_is_what_the_commands_print(outcomes):
     root, rows = outcomes
-    assert bad_inputs.readme_table() == bad_inputs.table(rows, root), \
-        'README.md is out of date: run python tests/bad_inputs.py --write-readme'
+    assert bad_inputs.documented_table() == bad_inputs.table(rows, root), \
+        'docs/errors.md is out of date: run python tests/bad_inputs.py --write-table'

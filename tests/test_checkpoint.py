@@ -191,5 +191,5 @@ def test_missing_or_pickled_weights(saved_net, tmp_path):
     folder.mkdir()
     shutil.copy(saved_net / 'config.json', folder)
     torch.save({}, folder / 'pytorch_model.bin')
-    with pytest.raises(FileNotFoundError, match='pickled weights are not loaded'):
+    with pytest.raises(FileNotFoundError, match='pickled weights are never loaded'):
         sfsc_timm.load(folder, width=0.5)

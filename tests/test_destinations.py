@@ -90,6 +90,22 @@ def test_a_file_export_replaces_a_file_of_its_own_format(checkpoint, tmp_path):
     assert target.stat().st_size > 0 and len(first) > 0
 
 
+@pytest.mark.parametrize('format, name', [('torchscript', 'w05.pt'), ('export', 'w05.pt2'), ('onnx', 'w05.onnx')])
+def test_a_file_export_refuses_a_file_it_did_not_write(checkpoint, tmp_path, format, name):
+    target = tmp_path / name
+    target.write_bytes(b'PK\x03\x04 the user archive, or any file of theirs')
+    with pytest.raises(DestinationInUse, match=rf'{name} is not a {format} file export-width wrote.*--force'):
+        export_width(checkpoint, 0.5, format, target)
+    assert target.read_bytes() == b'PK\x03\x04 the user archive, or any file of theirs'
+    if format == 'torchscript':  # another zip archive (a TorchScript file it did not write) is not its either
+        scripted = torch.jit.script(torch.nn.Linear(2, 2))
+        torch.jit.save(scripted, str(target))
+        with pytest.raises(DestinationInUse, match='is not a torchscript file export-width wrote'):
+            export_width(checkpoint, 0.5, format, target)
+        assert export_width(checkpoint, 0.5, format, target, force=True).path == target
+        assert deploy._is_own_archive(target)
+
+
 def test_embed_refuses_a_folder_as_its_output(checkpoint, tmp_path, capsys):
     from PIL import Image
 

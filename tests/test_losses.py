@@ -127,7 +127,7 @@ def test_width_priorities():
     torch.testing.assert_close(pi, torch.tensor([2.0, 1.0, 0.5, 0.5]))  # 4 * u / 1.6
     assert pi[0] > pi[1] > pi[2]
     torch.testing.assert_close(width_priorities(torch.tensor([0.8, 0.4, 0.2]), mode='uniform'), torch.ones(3))
-    # relative: the seed's ratios, with the first (widest) width's weight held at 1
+    # relative: the SFSC paper's ratios, with the first (widest) width's weight held at 1
     widest_first = torch.tensor([0.2, 0.3, 0.4, 0.5])
     relative = width_priorities(widest_first, mode='relative')
     torch.testing.assert_close(relative, torch.tensor([1.0, 1.5, 2.0, 2.5]))

@@ -436,10 +436,63 @@ def test_layer_granularity_projects_each_parameter_on_its_own(granularity):
         torch.testing.assert_close(model.a.grad, torch.tensor([0.5, 1.5]))
         assert opt.last_num_conflicts == 2
     torch.testing.assert_close(model.b.grad, torch.tensor([6.]))  # agreeing layer: summed either way
-    # the diagnostic is the same whatever decides: one of the two layers has a negative dot product
-    torch.testing.assert_close(opt.last_layer_grams, torch.tensor([[[1., -1.], [-1., 2.]], [[9., 9.], [9., 9.]]],
-                                                                  dtype=torch.float64))
+    # the diagnostic counts the same whatever decides: one of the two layers has a negative dot product; a model
+    # decision that projects nothing never computes the squared norms (NaN on the diagonal of a reached parameter)
+    norm = float('nan') if granularity == 'model' else None
+    expected_grams = torch.tensor([[[norm or 1., -1.], [-1., norm or 2.]], [[norm or 9., 9.], [9., norm or 9.]]],
+                                  dtype=torch.float64)
+    torch.testing.assert_close(opt.last_layer_grams, expected_grams, equal_nan=True)
     assert count_layer_conflicts(opt.last_layer_grams, task=0) == (2, 1, 1)
+
+
+def _nested_steps(steps: int, scaler_enabled: bool, losses_scale):
+    """NestedSlices trained `steps` steps; with a disabled GradScaler stepping or not (the whole-Gram path)."""
+    torch.manual_seed(0)
+    model = NestedSlices()
+    given = {model.weight: [(slice(0, o), slice(0, c)) for o, c in model.blocks],
+             model.bias: [(slice(0, o),) for o, _ in model.blocks]}
+    opt = GradientProjection(torch.optim.SGD(model.parameters(), lr=0.05), [model.weight, model.bias], 3,
+                             generator=torch.Generator().manual_seed(2), supports=given, merge='mean')
+    scaler = _ExactPathScaler() if scaler_enabled else None
+    gen = torch.Generator().manual_seed(3)
+    conflicts = []
+    for _ in range(steps):
+        x = torch.randn(4, 5, 3, dtype=torch.float64, generator=gen)
+        base = torch.randn(4, 6, dtype=torch.float64, generator=gen)
+        opt.zero_grad()
+        for i, loss in enumerate(model.losses(x, [s * base for s in losses_scale])):
+            loss.backward()
+            opt.collect(i)
+        opt.step(grad_scaler=scaler)
+        conflicts.append(opt.last_num_conflicts)
+    return model, opt, conflicts
+
+
+class _ExactPathScaler:
+    """Stands for an enabled grad scaler at scale 1: `step` then reads the whole Gram matrix every step."""
+
+    def is_enabled(self) -> bool:
+        return True
+
+    def unscale_(self, optimizer) -> None:
+        pass
+
+    def step(self, optimizer):
+        return optimizer.step()
+
+
+@pytest.mark.parametrize('losses_scale', [(1., 2., 3.), (10., -10., 3.)], ids=['agreeing', 'conflicting'])
+def test_norms_read_only_when_projecting_give_the_same_updates_and_orders(losses_scale):
+    fast, fast_opt, fast_conflicts = _nested_steps(5, False, losses_scale)
+    whole, whole_opt, whole_conflicts = _nested_steps(5, True, losses_scale)
+    assert fast_conflicts == whole_conflicts
+    assert (sum(fast_conflicts) == 0) == (losses_scale[1] > 0)
+    if fast_conflicts[-1] == 0:  # the norms were never read
+        assert torch.isnan(fast_opt.last_layer_grams.diagonal(dim1=1, dim2=2)).all()
+    for a, b in zip(fast.parameters(), whole.parameters()):
+        assert torch.equal(a, b)  # bit-identical: the agreeing weights are exactly PCGrad's without conflicts
+    # the random orders were drawn the same way, so every later step (and a resumed run) decides alike
+    assert torch.equal(fast_opt.generator.get_state(), whole_opt.generator.get_state())
 
 
 def _collect_nested(opt, model):

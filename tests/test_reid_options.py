@@ -440,7 +440,7 @@ def test_last_stride_one_doubles_the_final_map(method):
 # --- the Market-1501 recipes ---
 
 def test_every_market_recipe_sets_the_strong_baseline():
-    assert len(MARKET_RECIPES) == 9  # the seven baselines and ablations, sfsc (the seed) and sfsc_ce_ens
+    assert len(MARKET_RECIPES) == 9  # the seven baselines and ablations, sfsc (the SFSC paper's method) and sfsc_ce_ens
     for path in MARKET_RECIPES:
         cfg = config_from_dict(yaml.safe_load(path.read_text()))
         assert (cfg.pretrained, cfg.last_stride, cfg.triplet_feature, cfg.label_smoothing) == (True, 1, 'pre_bn', 0.1)
@@ -501,7 +501,7 @@ def test_sfsc_ce_ens_distils_the_ensemble_into_every_width_with_priorities_relat
         priority, lambda_align, temperature):
     # docs/open_set.md: every width, the widest included, adds lambda_kd * T^2 KL(mean_w p_w^T || p_w^T) (the
     # ensemble's posterior at temperature T, detached; T = 1 by default); the narrower ones also regress the widest
-    # width's embedding with lambda_align; the priorities are u_w / u_widest unless the recipe sets the seed's
+    # width's embedding with lambda_align; the priorities are u_w / u_widest unless the recipe sets the SFSC paper's
     images, labels = tiny_batch()
     net, step = _step(_config('sfsc_ce_ens', lambda_kd=1.0, lambda_align=lambda_align, priority=priority,
                               kd_temperature=temperature))
@@ -563,7 +563,7 @@ def test_posterior_distillation_is_zero_for_the_teachers_own_posterior_and_refus
 
 
 def test_projection_granularity_is_a_key_of_the_projecting_methods_only():
-    assert config_from_dict(dict(method='sfsc')).projection_granularity == 'model'  # the seed's
+    assert config_from_dict(dict(method='sfsc')).projection_granularity == 'model'  # the SFSC paper's
     layerwise = config_from_dict(dict(method='sfsc_ce_ens', projection_granularity='layer'))
     assert layerwise.projection_granularity == 'layer'
     with pytest.raises(ConfigError, match="projection_granularity='layer' has no effect: bct_s does not project"):

@@ -74,6 +74,9 @@ def _imagefolder_files(path: str, requested: Set[Optional[str]]) -> Dict[str, An
     else `data_dir` (datasets' own split naming: train/, test/, validation/).
     """
     root = Path(path).expanduser()
+    if root.is_file():
+        raise NotADirectoryError(f'imagefolder:{path} is a file; imagefolder: takes a folder of class sub-folders '
+                                 '(or of split folders holding them)')
     if not root.is_dir():
         raise FileNotFoundError(f'image folder {path!r} does not exist')
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith('.'))

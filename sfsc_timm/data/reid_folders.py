@@ -59,6 +59,8 @@ def find_reid_layout(path: Union[str, Path]) -> Tuple[str, Path]:
         FileNotFoundError: `path` is not a directory, or holds no (or more than one) layout.
     """
     path = Path(path).expanduser()
+    if path.is_file():
+        raise NotADirectoryError(f're-ID dataset folder {str(path)!r} is a file. {_LAYOUT_HELP}')
     if not path.is_dir():
         raise FileNotFoundError(f're-ID dataset folder {str(path)!r} does not exist. {_LAYOUT_HELP}')
     layout = _layout_of(path)

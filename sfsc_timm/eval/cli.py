@@ -2,7 +2,7 @@
 import re
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -10,6 +10,7 @@ from ..atomic_io import write_json_atomically
 from ..errors import CommandParser, UsageError, check_output_folder_writable, run_command
 from .compat_report import format_compatibility_table, plot_compatibility_heatmap
 from .compatibility import compatibility_matrix
+from .reranking import QueryExpansion, RerankOptions
 
 __all__ = ['build_parser', 'main', 'resolve_checkpoint_folder']
 
@@ -39,7 +40,52 @@ def build_parser() -> CommandParser:
     parser.add_argument('--workers', type=int, default=0)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--output', type=Path, default=Path('eval_output'), help='folder for metrics.json + heatmap')
+    add_reranking_arguments(parser)
     return parser
+
+
+def add_reranking_arguments(parser: CommandParser) -> None:
+    """``--rerank`` / ``--aqe`` and their parameters (fast-reid's TEST.RERANK / TEST.AQE names and defaults); shared
+    by ``sfsc-timm eval`` and ``sfsc-timm index search``."""
+    group = parser.add_argument_group('re-ranking (Zhong et al. 2017) and query expansion; off by default')
+    group.add_argument('--rerank', action='store_true',
+                       help='rank by k-reciprocal re-ranked distances (fast-reid TEST.RERANK)')
+    group.add_argument('--rerank-k1', type=int, default=None, help='k1: size of the k-reciprocal neighbourhoods '
+                                                                   f'(default: {RerankOptions.k1})')
+    group.add_argument('--rerank-k2', type=int, default=None,
+                       help=f'k2: neighbours averaged by the local query expansion (default: {RerankOptions.k2})')
+    group.add_argument('--rerank-lambda', type=float, default=None,
+                       help='lambda: weight of the original distance against the Jaccard distance, in [0, 1] '
+                            f'(default: {RerankOptions.lambda_value})')
+    group.add_argument('--aqe', action='store_true',
+                       help='average query expansion first: each query averaged with its nearest gallery items, '
+                            'weighted by similarity^alpha (fast-reid TEST.AQE)')
+    group.add_argument('--aqe-k', type=int, default=None,
+                       help=f'QE_K: gallery items averaged into each query (default: {QueryExpansion.k})')
+    group.add_argument('--aqe-alpha', type=float, default=None,
+                       help=f'ALPHA: exponent of the similarity weights, 0 for a plain mean (default: '
+                            f'{QueryExpansion.alpha})')
+
+
+def reranking_options(args) -> Tuple[Optional[RerankOptions], Optional[QueryExpansion]]:
+    """The options ``add_reranking_arguments`` parsed; a parameter without its switch is refused, not ignored."""
+    chosen = []
+    for switch, flags, build in (
+            ('--rerank', dict(k1='--rerank-k1', k2='--rerank-k2', lambda_value='--rerank-lambda'), RerankOptions),
+            ('--aqe', dict(k='--aqe-k', alpha='--aqe-alpha'), QueryExpansion)):
+        values = {name: getattr(args, flag[2:].replace('-', '_')) for name, flag in flags.items()}
+        given = [flags[name] for name, value in values.items() if value is not None]
+        if not getattr(args, switch[2:]):
+            if given:
+                raise UsageError(f'{given[0]} is a parameter of {switch}; add {switch} (or drop {given[0]}).')
+            chosen.append(None)
+            continue
+        try:
+            chosen.append(build(**{name: value for name, value in values.items() if value is not None}))
+        except ValueError as e:
+            name = str(e).split(' ', 1)[0]
+            raise UsageError(f'{flags.get(name, switch)}: {e}') from None
+    return chosen[0], chosen[1]
 
 
 def _check_arguments(args) -> None:
@@ -106,6 +152,7 @@ def evaluate(argv: Sequence[str]) -> None:
 
     args = build_parser().parse_args(list(argv))
     _check_arguments(args)  # everything that can be checked before minutes of evaluation
+    rerank, query_expansion = reranking_options(args)
     start = time.perf_counter()
     source = resolve_checkpoint_folder(args.checkpoint)
     model = (sfsc_timm.load(source) if source.startswith(('hf-hub:', 'hf_hub:')) else load_any(source)).to(args.device)
@@ -131,12 +178,13 @@ def evaluate(argv: Sequence[str]) -> None:
     result = compatibility_matrix(
         models, query=with_image_transform(data.query, transform),
         gallery=with_image_transform(data.gallery, transform), widths=widths, batch_size=args.batch_size,
-        num_workers=args.workers, device=args.device)
+        num_workers=args.workers, device=args.device, rerank=rerank, query_expansion=query_expansion)
     summary = result.summary
     first = next(iter(result.metrics.values()))
     skipped, valid = first['num_skipped_queries'], first['num_valid_queries']
     print(f'{data.name}: {len(data.query)} queries, {len(data.gallery)} gallery items'
-          f'{", cameras" if data.has_cameras else ""}; mAP (%), rows = query width, columns = gallery width')
+          f'{", cameras" if data.has_cameras else ""}; mAP (%), rows = query width, columns = gallery width'
+          + _reranking_note(rerank, query_expansion))
     print(f'{skipped} of {len(data.query)} queries skipped (no gallery item of their identity'
           + (' from another camera' if data.has_cameras else '') + f'); {valid} evaluated')
     print(format_compatibility_table(result.matrix, result.widths))
@@ -146,10 +194,24 @@ def evaluate(argv: Sequence[str]) -> None:
     payload = dict(result.to_dict(), checkpoint=str(args.checkpoint), dataset=data.name,
                    num_query=len(data.query), num_gallery=len(data.gallery), num_skipped_queries=skipped,
                    architecture=architecture, input_size=list(input_size), seconds=time.perf_counter() - start)
+    # only when asked for, so that metrics.json without them stays what it always was
+    if query_expansion is not None:
+        payload['aqe'] = query_expansion.to_dict()
+    if rerank is not None:
+        payload['rerank'] = rerank.to_dict()
     write_json_atomically(args.output / 'metrics.json', payload)
     plot_compatibility_heatmap(result.matrix, result.widths, args.output / 'compatibility.png',
                                title=f'{architecture} on {data.name}: mAP (%)')
     print(f'wrote {args.output / "metrics.json"} and {args.output / "compatibility.png"}')
+
+
+def _reranking_note(rerank: Optional[RerankOptions], query_expansion: Optional[QueryExpansion]) -> str:
+    parts = []
+    if query_expansion is not None:
+        parts.append(f'average query expansion k={query_expansion.k} alpha={query_expansion.alpha:g}')
+    if rerank is not None:
+        parts.append(f'k-reciprocal re-ranking k1={rerank.k1} k2={rerank.k2} lambda={rerank.lambda_value:g}')
+    return f' ({", then ".join(parts)})' if parts else ''
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,7 +9,8 @@ from tqdm.auto import tqdm
 
 from ..models.kinds import SfscModel, model_kind
 from .compat_report import summarize_compatibility
-from .retrieval import retrieval_metrics
+from .reranking import QueryExpansion, RerankOptions, average_query_expansion, k_reciprocal_distances
+from .retrieval import rank_metrics_from_distances, retrieval_metrics
 
 
 @dataclass
@@ -92,19 +93,35 @@ class _Identity:
         return None
 
 
+def _pair_metrics(query: Embeddings, gallery: Embeddings, max_rank: int, rerank: Optional[RerankOptions],
+                  query_expansion: Optional[QueryExpansion]) -> Dict[str, Any]:
+    """retrieval_metrics of one (query width, gallery width) pair, after query expansion and / or re-ranking."""
+    cameras = query.has_cameras and gallery.has_cameras
+    labels_and_cameras = dict(query_labels=query.labels, gallery_labels=gallery.labels,
+                              query_cameras=query.cameras if cameras else None,
+                              gallery_cameras=gallery.cameras if cameras else None, max_rank=max_rank)
+    features = query.features
+    if query_expansion is not None:
+        features = average_query_expansion(features, gallery.features, options=query_expansion)
+    if rerank is not None:
+        distances = k_reciprocal_distances(features, gallery.features, options=rerank)
+        return rank_metrics_from_distances(distances, **labels_and_cameras)
+    return retrieval_metrics(query=features, gallery=gallery.features, **labels_and_cameras)
+
+
 def compatibility_from_embeddings(query: Mapping[float, Embeddings], gallery: Mapping[float, Embeddings],
-                                  widths: Sequence[float], max_rank: int = 10) -> CompatibilityResult:
-    """Fill ``M[q][g]`` from embeddings already extracted for every width."""
+                                  widths: Sequence[float], max_rank: int = 10, rerank: Optional[RerankOptions] = None,
+                                  query_expansion: Optional[QueryExpansion] = None) -> CompatibilityResult:
+    """Fill ``M[q][g]`` from embeddings already extracted for every width.
+
+    ``query_expansion`` expands each width-q query against the width-g gallery first (average query expansion);
+    ``rerank`` then ranks by k-reciprocal re-ranked distances (``sfsc_timm.eval.reranking``).
+    """
     matrix, metrics = [], {}
     for q in widths:
         row = []
         for g in widths:
-            cameras = query[q].has_cameras and gallery[g].has_cameras
-            result = retrieval_metrics(
-                query=query[q].features, gallery=gallery[g].features,
-                query_labels=query[q].labels, gallery_labels=gallery[g].labels,
-                query_cameras=query[q].cameras if cameras else None,
-                gallery_cameras=gallery[g].cameras if cameras else None, max_rank=max_rank)
+            result = _pair_metrics(query[q], gallery[g], max_rank, rerank, query_expansion)
             metrics[f'{q:g}->{g:g}'] = result
             row.append(result['mAP'])
         matrix.append(row)
@@ -114,11 +131,13 @@ def compatibility_from_embeddings(query: Mapping[float, Embeddings], gallery: Ma
 def compatibility_matrix(models: Union[nn.Module, Mapping[float, nn.Module]], *, query: Dataset, gallery: Dataset,
                          widths: Optional[Sequence[float]] = None, batch_size: int = 256, num_workers: int = 0,
                          device: Union[str, torch.device] = 'cpu', max_rank: int = 10,
-                         progress: bool = True) -> CompatibilityResult:
+                         progress: bool = True, rerank: Optional[RerankOptions] = None,
+                         query_expansion: Optional[QueryExpansion] = None) -> CompatibilityResult:
     """Compatibility matrix of a supernet (every width) or of one model per width (e.g. independent models).
 
     Each width's query and gallery features are extracted once, then every (query width, gallery width) pair is
     ranked. Datasets yield ``(image, label, camera, index)`` (``sfsc_timm.data.with_image_transform``).
+    ``rerank`` / ``query_expansion``: as in :func:`compatibility_from_embeddings`.
     """
     chosen, at_width = _models_by_width(models, widths)
     query_emb, gallery_emb = {}, {}
@@ -128,4 +147,5 @@ def compatibility_matrix(models: Union[nn.Module, Mapping[float, nn.Module]], *,
                                               device=device, desc=f'query  w={w:g}', progress=progress)
             gallery_emb[w] = extract_embeddings(model, gallery, batch_size=batch_size, num_workers=num_workers,
                                                 device=device, desc=f'gallery w={w:g}', progress=progress)
-    return compatibility_from_embeddings(query_emb, gallery_emb, chosen, max_rank=max_rank)
+    return compatibility_from_embeddings(query_emb, gallery_emb, chosen, max_rank=max_rank, rerank=rerank,
+                                         query_expansion=query_expansion)

@@ -10,6 +10,7 @@ is written next to its target and renamed into place.
 """
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from ..atomic_io import check_destination, staged_folder, write_file_atomically
-from ..errors import CommandParser, check_output_folder_writable, run_command
+from ..errors import CommandParser, at_least, check_output_folder_writable, run_command
 from ..inference.model import load_embedding_model
 from ..models import save
 from ..models.checkpoint import CHECKPOINT_FILES
@@ -92,6 +93,27 @@ def _export_folder(model: nn.Module, sample: torch.Tensor, path: Path, metadata:
     return lambda x: reloaded(x)
 
 
+def _is_own_onnx(path: Path) -> bool:
+    """An ONNX model carrying this exporter's ``sfsc.*`` metadata (protobuf is parsed, nothing is executed)."""
+    try:
+        import onnx
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a protobuf, not ONNX, or onnx missing: not recognisably ours
+        return False
+    return any(prop.key.startswith('sfsc.') for prop in model.metadata_props)
+
+
+def _is_own_archive(path: Path) -> bool:
+    """A TorchScript / torch.export zip archive carrying this exporter's metadata file (only its names are read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f'/extra/{METADATA_NAME}') for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+_OWN_FILES = {'onnx': _is_own_onnx, 'torchscript': _is_own_archive, 'export': _is_own_archive}
+
 _EXPORTERS = {'onnx': _export_onnx, 'torchscript': _export_torchscript, 'export': _export_program,
               'hf': _export_folder}
 
@@ -109,7 +131,8 @@ def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
             config.json of the static embedding model, for timm's ``local-dir:``, the Hub and transformers).
         output: the file (folder) to write; default ``ARCH_wWIDTH.EXT`` (``ARCH_wWIDTH``) in the working folder.
         atol: the largest absolute difference from PyTorch's embeddings that is accepted.
-        force: replace ``output`` even if it holds what this export does not write (a folder of the user's files).
+        force: replace ``output`` even if it holds what this export does not write (a folder of the user's files,
+            a file that is not an export of this format by export-width).
 
     Raises:
         DeployError: the exported model's embeddings differ from PyTorch's by more than ``atol`` (nothing is written).
@@ -121,9 +144,10 @@ def export_width(source: Union[str, Path], width: float, format: str = 'onnx',
     cfg = model.pretrained_cfg
     path = Path(output) if output is not None else Path(f'{cfg.get("architecture")}_w{float(width)}{FORMATS[format]}')
     # the user's files are never replaced: an hf folder may replace only a checkpoint's two files, a file export
-    # only a file (never a folder)
+    # only a file of its format that it wrote (never a folder)
     check_destination(path, CHECKPOINT_FILES, folder=format == 'hf', force=force,
-                      fix='pass another --output, or --force to replace it')
+                      fix='pass another --output, or --force to replace it', own_file=_OWN_FILES.get(format),
+                      own_kind=f'a {format} file export-width wrote')
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     input_size = tuple(cfg['input_size'])
@@ -179,7 +203,7 @@ def build_parser() -> CommandParser:
                              '(torch.export, .pt2) or hf (a timm / transformers folder)')
     parser.add_argument('--output', type=Path, default=None,
                         help='file (folder for hf) to write (default: ARCH_wWIDTH.EXT)')
-    parser.add_argument('--atol', type=float, default=1e-4, help='largest accepted difference from PyTorch')
+    parser.add_argument('--atol', type=at_least(0.0), default=1e-4, help='largest accepted difference from PyTorch')
     parser.add_argument('--force', action='store_true',
                         help='replace --output even if it holds files this export does not write')
     return parser
@@ -188,7 +212,7 @@ def build_parser() -> CommandParser:
 def _export_width(argv: List[str]) -> None:
     args = build_parser().parse_args(argv)
     if args.output is not None:
-        check_output_folder_writable(args.output.parent if str(args.output.parent) else Path('.'), '--output')
+        check_output_folder_writable(args.output.parent, '--output', file=args.output)
     result = export_width(args.source, args.width, args.format, args.output, atol=args.atol, force=args.force)
     print(f'wrote {result.path}: width {result.width}, {result.format}, input (B, '
           f'{", ".join(map(str, result.input_size))}) -> embeddings (B, {result.embed_dim}); '

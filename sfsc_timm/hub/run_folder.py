@@ -16,6 +16,7 @@ import yaml
 from ..eval import summarize_compatibility
 from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from ..models.model_set import is_model_set_folder
+from ..models.weights_location import pickled_weights_hint
 
 __all__ = [
     'ExportError', 'RunFolder', 'METRICS_NAME', 'RECIPE_NAME', 'HEATMAP_NAME', 'find_checkpoint_folder', 'read_run',
@@ -94,6 +95,8 @@ def find_checkpoint_folder(source: Union[str, Path], need_metrics: bool = False)
     if (source / 'checkpoints').is_dir() and not (source / RUN_EXPORT_SUBFOLDER).is_dir():
         hint = (f' {source} looks like a training run that has not finished: its final export ({source}/export) is '
                 'written when training ends; finish or resume the run first.')
+    elif WEIGHTS_NAME in missing and pickled_weights_hint(source):
+        hint = pickled_weights_hint(source)
     elif need_metrics and missing == [METRICS_NAME]:
         hint = (f' Evaluate the checkpoint first: sfsc-timm eval {source} --output {source} (writes {METRICS_NAME} '
                 'and the heatmap).')

@@ -6,7 +6,7 @@ or option that cannot be used), 1 for a failure while running (an unreadable ima
 from pathlib import Path
 from typing import List, Optional
 
-from ..errors import CommandParser, UsageError, run_command
+from ..errors import CommandParser, UsageError, at_least, check_output_folder_writable, run_command
 from .embed import embed_images
 
 
@@ -24,7 +24,7 @@ def build_parser() -> CommandParser:
                              'width of a static one)')
     parser.add_argument('--output', type=Path, required=True, help='the Parquet file to write')
     parser.add_argument('--batch-size', type=int, default=64, help='images per forward pass (default: 64)')
-    parser.add_argument('--workers', type=int, default=0,
+    parser.add_argument('--workers', type=at_least(0, int), default=0,
                         help='processes that read and transform images (default: 0, the main process)')
     parser.add_argument('--device', default='auto', help='auto (CUDA when available), cpu or cuda (default: auto)')
     parser.add_argument('--split', default=None, help='dataset split (default: train, or the only split)')
@@ -40,6 +40,9 @@ def _embed(argv: List[str]) -> None:
     args = build_parser().parse_args(argv)
     if args.output.suffix != '.parquet':
         raise UsageError(f'--output {args.output} must end in .parquet')
+    # before any model is loaded: a folder that cannot hold the file (read-only, under a file) is named, not the
+    # temporary file a late failure would name
+    check_output_folder_writable(args.output.parent, '--output', file=args.output)
     result = embed_images(args.model, args.images, args.output, width=args.width, batch_size=args.batch_size,
                           workers=args.workers, device=args.device, split=args.split,
                           image_column=args.image_column, id_column=args.id_column, progress=args.progress)

@@ -134,10 +134,12 @@ def _shard_path(output: Path, dist_info: DistInfo) -> Path:
 
 
 def _metadata(net: nn.Module, model: Any, source: ImageSource) -> Dict[str, Any]:
+    from ..index.identity import checkpoint_identity  # one per checkpoint, whatever the width: index search checks it
+
     cfg = net.pretrained_cfg
     return dict(model=str(model) if not isinstance(model, nn.Module) else cfg.get('architecture'),
                 architecture=cfg.get('architecture'), width=float(net.active_width), embed_dim=net.embed_dim,
-                normalized=True, id_column=source.id_column, count=len(source))
+                normalized=True, id_column=source.id_column, count=len(source), checkpoint_id=checkpoint_identity(net))
 
 
 def _schema(source: ImageSource, embed_dim: int, metadata: Dict[str, Any]) -> pa.Schema:

@@ -48,7 +48,7 @@ def evidence_to_alpha(logits: torch.Tensor, evidence: str = 'softplus') -> torch
 
     Args:
         logits: `(..., C)` classifier outputs.
-        evidence: `'softplus'` (the SFSC seed's choice, linear in the logit for large logits) or `'exp'` (Sensoy et
+        evidence: `'softplus'` (the SFSC paper's choice, linear in the logit for large logits) or `'exp'` (Sensoy et
             al. 2018 list both). With `'exp'` the expected cross-entropy's gradient is `alpha_c / S - y_c`, that
             of softmax cross-entropy with `C` extra pseudo-counts in the denominator, whatever the number of classes;
             with `'softplus'` the target logit must grow to about `C` before the loss drops, which is slow with

@@ -42,7 +42,7 @@ class UncertaintyCompatibleLoss(nn.Module):
     Args:
         kl_coef: Weight of the KL term once annealing is over.
         kl_anneal_epochs: Epochs over which the KL weight ramps linearly from 0; <= 0 disables the ramp.
-        evidence: How logits become evidence: `'softplus'` (the seed's) or `'exp'` (see `evidence_to_alpha`).
+        evidence: How logits become evidence: `'softplus'` (the SFSC paper's) or `'exp'` (see `evidence_to_alpha`).
         label_smoothing: `eps` in [0, 1) of the expected cross-entropy's target; 0: the one-hot target.
     """
 
@@ -107,7 +107,7 @@ def width_priorities(
 
     Args:
         mean_uncertainties: `m` mean uncertainties, one per width, widest first (tensor `(m,)` or scalars).
-        mode: `'uncertainty'` (the seed's), `'relative'`, or `'uniform'` (all ones, the ablation).
+        mode: `'uncertainty'` (the SFSC paper's), `'relative'`, or `'uniform'` (all ones, the ablation).
 
     Returns:
         Tensor `(m,)` of priorities.

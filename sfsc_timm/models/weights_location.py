@@ -49,16 +49,26 @@ def resolve_weights(pretrained_cfg: Dict[str, Any], cache_dir: Optional[Union[st
         f"timm.create_model('{name}', pretrained=True, pretrained_cfg_overlay=dict(file='FOLDER/{WEIGHTS_NAME}')).")
 
 
+PICKLED_SUFFIXES = ('.bin', '.pth', '.pt', '.ckpt', '.pkl')
+
+
+def pickled_weights_hint(folder: Path) -> str:
+    """`` It holds pytorch_model.bin: ...`` when ``folder`` holds pickled weight files, else ``''``."""
+    found = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLED_SUFFIXES and p.is_file()) \
+        if folder.is_dir() else []
+    if not found:
+        return ''
+    return (f' It holds {", ".join(found[:3])}: pickled weights are never loaded (unpickling can run code); load them '
+            f'in a process you trust and write {WEIGHTS_NAME} with sfsc_timm.save(net, folder).')
+
+
 def _local_weights(location: Path) -> Path:
     if not location.is_dir():
         return location
     weights = location / WEIGHTS_NAME
     if not weights.is_file():
-        others = sorted(p.name for p in location.glob('*.bin')) + sorted(p.name for p in location.glob('*.pth'))
-        hint = f' It holds {others}: pickled weights are not loaded, re-save them with sfsc_timm.save.' \
-            if others else ''
-        raise FileNotFoundError(f'No {WEIGHTS_NAME} in {location}.{hint} Export the supernet with '
-                                'sfsc_timm.save(net, folder).')
+        raise FileNotFoundError(f'No {WEIGHTS_NAME} in {location}.{pickled_weights_hint(location)} Export the '
+                                'supernet with sfsc_timm.save(net, folder).')
     return weights
 
 

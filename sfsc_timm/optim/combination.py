@@ -48,6 +48,12 @@ class GradientCombination(ABC):
         """``(m,)`` float64 CPU weights of the tasks' gradients, from the ``(m, m)`` Gram matrix (None when
         ``needs_gram`` is False)."""
 
+    def agreeing_weights(self, num_tasks: int) -> Optional[torch.Tensor]:
+        """The weights :meth:`weights` gives when no two gradients conflict (every off-diagonal Gram entry finite and
+        ``>= 0``), without the diagonal; None when they depend on the norms too (then the whole Gram matrix is
+        computed). Taking the same side effects as :meth:`weights` (random draws, counters) is part of the contract."""
+        return None
+
     def skip(self) -> None:
         """Record a step whose gradients were not combined by :meth:`weights` (non-finite ones are summed)."""
         self.last_num_conflicts = 0
@@ -130,6 +136,15 @@ class PCGrad(GradientCombination):
         self.num_conflicts_total += self.last_num_conflicts
         self.last_coefficients = torch.tensor(coefficients, dtype=torch.float64).reshape(num_tasks, num_tasks)
         return self.merged(self.last_coefficients.sum(0))
+
+    def agreeing_weights(self, num_tasks: int) -> torch.Tensor:
+        # nothing to project: every coefficient row is its own task's, but the orders are drawn all the same, so the
+        # generator (and every later step) is where the Gram matrix path would have left it
+        for _ in range(num_tasks):
+            torch.randperm(num_tasks, generator=self.generator, device=self.generator.device)
+        self.last_num_conflicts = 0
+        self.last_coefficients = torch.eye(num_tasks, dtype=torch.float64)
+        return self.merged(torch.ones(num_tasks, dtype=torch.float64))
 
     def state_dict(self) -> Dict[str, Any]:
         return dict(super().state_dict(), generator_state=self.generator.get_state())

@@ -27,6 +27,8 @@ _MODES = {'pcgrad': PCGrad, 'sum': Sum}
 _LAYOUTS = ('auto', 'blocks', 'flat')
 _GRANULARITIES = ('model', 'layer')
 
+_DOT_CHUNK = 1 << 18  # elements of a block dot's temporary products: 1 MiB of float32, within a core's cache
+
 # leading extent of a task's gradient in every dimension: it is zero outside grad[:e0, :e1, ...]
 Extent = Tuple[int, ...]
 
@@ -64,7 +66,12 @@ def _block_dot(a: torch.Tensor, b: torch.Tensor, extent: Extent) -> torch.Tensor
     if fast and len(shape) >= 2 and extent[2:] == shape[2:]:  # leading rows and columns of a (rows, -1) view
         cols = extent[1] * math.prod(shape[2:])
         a2, b2 = a.view(shape[0], -1)[:extent[0], :cols], b.view(shape[0], -1)[:extent[0], :cols]
-        return torch.linalg.vecdot(a2, b2).sum()
+        # vecdot writes the products to a temporary before summing each row: rows taken a few at a time keep it
+        # in cache (each row's dot, so the sum, is the same whatever the chunk)
+        rows = max(1, _DOT_CHUNK // cols)
+        if rows >= extent[0]:
+            return torch.linalg.vecdot(a2, b2).sum()
+        return torch.cat([torch.linalg.vecdot(a2[r:r + rows], b2[r:r + rows]) for r in range(0, extent[0], rows)]).sum()
     index = tuple(slice(0, n) for n in extent)
     return (a[index].float() * b[index].float()).sum()
 
@@ -129,10 +136,10 @@ class GradientProjection:
             and ``m`` scaled additions: a handful of kernel launches instead of thousands, best on a GPU), or
             ``'auto'`` (flat on an accelerator, blocks on the CPU). Both give the same update up to rounding (the
             dot products are summed in another order).
-        granularity: What one combination decides over: ``'model'`` (the seed's, and PCGrad's: one decision on the
-            whole shared parameter vector) or ``'layer'`` (one decision per shared parameter tensor, on that tensor's
-            own Gram matrix, as Wang et al. 2021's layer-wise Gradient Vaccine: two tasks may agree on the whole and
-            still pull apart in one layer). ``'layer'`` reads the gradients in blocks whatever the layout.
+        granularity: What one combination decides over: ``'model'`` (the SFSC paper's, and PCGrad's: one decision
+            on the whole shared parameter vector) or ``'layer'`` (one decision per shared parameter tensor, on that
+            tensor's own Gram matrix, as Wang et al. 2021's layer-wise Gradient Vaccine: two tasks may agree on the
+            whole and still pull apart in one layer). ``'layer'`` reads the gradients in blocks whatever the layout.
 
     Attributes:
         optimizer: The wrapped optimizer.
@@ -142,7 +149,9 @@ class GradientProjection:
         num_steps: Number of `step` calls.
         last_layer_grams: ``(K, m, m)`` float64 CPU Gram matrices of the last step, one per shared parameter (in
             `shared_params` order), kept as a diagnostic (how often tasks conflict within a layer); None when the
-            last step did not compute them (a plain sum, or the flat layout).
+            last step did not compute them (a plain sum, or the flat layout). On a step at granularity ``'model'``
+            that projected nothing the diagonal (the squared norms) was not needed, so not computed: NaN where the
+            task reached the parameter, 0 where it did not.
     """
 
     def __init__(
@@ -305,7 +314,8 @@ class GradientProjection:
         if self._uses_flat_layout():
             self._combine_flat()
         else:
-            for k, weights in enumerate(self._block_weights()):
+            exact_non_finite = grad_scaler is not None and grad_scaler.is_enabled()
+            for k, weights in enumerate(self._block_weights(exact_non_finite)):
                 self._shared[k].grad = self._combine(k, weights)
         self._grads = self._empty()
         self.num_steps += 1
@@ -331,13 +341,29 @@ class GradientProjection:
         self.combination.skip()
         return [1.0] * self.num_tasks
 
-    def _block_weights(self) -> List[List[float]]:
+    def _block_weights(self, exact_non_finite: bool) -> List[List[float]]:
         """The tasks' weights for each shared parameter: one decision for all of them (granularity ``'model'``) or
-        one per parameter (``'layer'``)."""
+        one per parameter (``'layer'``).
+
+        At granularity ``'model'`` the dot products between tasks come first: when none is negative nothing is
+        projected, the combination's :meth:`~sfsc_timm.optim.GradientCombination.agreeing_weights` apply and the
+        squared norms (the Gram diagonal, the larger part of its cost: each width's whole support) are never read.
+        `exact_non_finite` (a grad scaler is stepping) asks for the whole matrix every step, so that a non-finite
+        gradient anywhere is seen and summed for the scaler to skip, as before."""
         num_params = len(self._shared)
         if not self.combination.needs_gram:
             return [self.combination.weights(None, self.num_tasks).tolist()] * num_params
-        terms = self._gram_terms()
+        if self.granularity == 'model' and not exact_non_finite:
+            between = self._gram_terms(diagonal=False)
+            model_between = self._model_gram(*between)
+            agreeing = bool(torch.isfinite(model_between).all()) and not bool((model_between < 0).any())
+            weights = self.combination.agreeing_weights(self.num_tasks) if agreeing else None
+            if weights is not None:
+                self.last_layer_grams = self._layer_grams(*between, unknown_diagonal=self._reached())
+                return [weights.tolist()] * num_params
+            terms = _concat_terms(between, self._gram_terms(between=False))
+        else:
+            terms = self._gram_terms()
         grams = self.last_layer_grams = self._layer_grams(*terms)
         if self.granularity == 'model':
             return [self._weights(self._model_gram(*terms))] * num_params
@@ -350,10 +376,16 @@ class GradientProjection:
         self.combination.last_num_conflicts = num_conflicts  # the step's, not the last parameter's
         return weights
 
+    def _reached(self) -> torch.Tensor:
+        """``(K, m)`` bool: whether task i's backward reached shared parameter k."""
+        return torch.tensor([[row[k] is not None for row in self._grads] for k in range(len(self._shared))],
+                            dtype=torch.bool).reshape(len(self._shared), self.num_tasks)
+
     @torch.no_grad()
-    def _gram_terms(self) -> Tuple[List[int], List[int], torch.Tensor]:
-        """Every ``g_i . g_j`` (``i <= j``) of every shared parameter ``k``, on the tasks' common support: the
-        lists of ``k`` and ``i * m + j``, and the float64 CPU dot products."""
+    def _gram_terms(self, diagonal: bool = True, between: bool = True) -> Tuple[List[int], List[int], torch.Tensor]:
+        """Every ``g_i . g_j`` (``i <= j``; only ``i == j`` or only ``i < j`` when `between` or `diagonal` is
+        False) of every shared parameter ``k``, on the tasks' common support: the lists of ``k`` and ``i * m + j``,
+        and the float64 CPU dot products."""
         m = self.num_tasks
         params, pairs, terms = [], [], []
         for k in range(len(self._shared)):
@@ -361,7 +393,7 @@ class GradientProjection:
                 a = self._grads[i][k]
                 if a is None:
                     continue
-                for j in range(i, m):
+                for j in range(i if diagonal else i + 1, m if between else i + 1):
                     b = self._grads[j][k]
                     if b is None:
                         continue
@@ -381,13 +413,17 @@ class GradientProjection:
         gram = gram.view(m, m)
         return torch.triu(gram) + torch.triu(gram, 1).t()
 
-    def _layer_grams(self, params: List[int], pairs: List[int], dots: torch.Tensor) -> torch.Tensor:
+    def _layer_grams(self, params: List[int], pairs: List[int], dots: torch.Tensor,
+                     unknown_diagonal: Optional[torch.Tensor] = None) -> torch.Tensor:
         m, num_params = self.num_tasks, len(self._shared)
         grams = torch.zeros(num_params * m * m, dtype=torch.float64)
         if pairs:
             grams.index_add_(0, torch.tensor(params) * (m * m) + torch.tensor(pairs), dots)
         grams = grams.view(num_params, m, m)
-        return torch.triu(grams) + torch.triu(grams, 1).transpose(1, 2)
+        grams = torch.triu(grams) + torch.triu(grams, 1).transpose(1, 2)
+        if unknown_diagonal is not None:  # norms not computed: NaN where a task reached the parameter, 0 where not
+            grams.diagonal(dim1=1, dim2=2).masked_fill_(unknown_diagonal, float('nan'))
+        return grams
 
     @torch.no_grad()
     def gram_matrix(self) -> torch.Tensor:
@@ -493,6 +529,12 @@ class GradientProjection:
         # buckets are built in param-group order, the same on every rank
         for _, grads in sorted(buckets.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
             _all_reduce_mean(grads, self.process_group, world_size)
+
+
+def _concat_terms(*parts: Tuple[List[int], List[int], torch.Tensor]) -> Tuple[List[int], List[int], torch.Tensor]:
+    """Gram terms of several :meth:`GradientProjection._gram_terms` calls as one."""
+    return ([k for part in parts for k in part[0]], [p for part in parts for p in part[1]],
+            torch.cat([part[2] for part in parts]))
 
 
 def _all_reduce_mean(tensors: List[torch.Tensor], group: Any, world_size: int) -> None:

@@ -100,14 +100,15 @@ def count_layer_conflicts(grams: Optional[torch.Tensor], task: int = 0) -> Tuple
 
     Returns:
         (pairs compared, pairs with a negative dot product, of those the ones involving `task`): over every parameter
-        and every pair ``i < j`` of tasks that both reached it (non-zero gradients). Zeros when `grams` is None.
+        and every pair ``i < j`` of tasks that both reached it (a non-zero squared norm on the diagonal, or NaN: not
+        computed, `GradientProjection.last_layer_grams`). Zeros when `grams` is None.
     """
     if grams is None:
         return 0, 0, 0
     m = grams.shape[-1]
     i, j = torch.triu_indices(m, m, offset=1)
     norms = grams.diagonal(dim1=-2, dim2=-1)
-    compared = (norms[:, i] > 0) & (norms[:, j] > 0)
+    compared = (norms[:, i] != 0) & (norms[:, j] != 0)
     negative = compared & (grams[:, i, j] < 0)
     with_task = (i == task) | (j == task)
     return int(compared.sum()), int(negative.sum()), int(negative[:, with_task].sum())

@@ -21,7 +21,8 @@ from .steps import SummedLossStep
 
 @register_method('independent')
 class IndependentStep(SummedLossStep):
-    """The seed's "Unified Model": one model per width, own classifier, cross-entropy only, no compatibility term."""
+    """The SFSC paper's "Unified Model": one model per width, own classifier, cross-entropy only, no compatibility
+    term."""
     network = 'model_set'
 
     def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:

@@ -103,7 +103,9 @@ def train(argv: Sequence[str]) -> None:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     from .trainer import Trainer  # late: keeps --help fast
     from .distributed import cleanup_distributed
+    from .host_allocator import keep_freed_memory
     cfg, state, folder, stop_after = resolve_run(list(argv))
+    keep_freed_memory()
     primary = _is_primary_process()
     if primary:
         check_output_folder_writable(cfg.run_dir)

@@ -82,8 +82,8 @@ class TrainConfig:
     # reference's PCGrad) or sum (PCGrad's paper); private BatchNorm parameters keep their own gradient either way;
     # null: the method's own (sfsc, sfsc_no_proj, sfsc_no_unc: mean; the others: sum)
     gradient_merge: Optional[str] = None
-    # what the sfsc methods' gradient projection decides over: model (the seed's: the widths' whole shared gradients)
-    # or layer (each shared parameter tensor on its own); null: the method's own (model)
+    # what the sfsc methods' gradient projection decides over: model (the SFSC paper's: the widths' whole shared
+    # gradients) or layer (each shared parameter tensor on its own); null: the method's own (model)
     projection_granularity: Optional[str] = None
     # the uncertainty loss's settings: null takes the method's own (sfsc: softplus evidence, a constant KL weight
     # 0.0005, the reference's; sfsc_first_reading: softplus, KL weight 1 reached after 10 epochs; sfsc_exp: exp
@@ -112,9 +112,9 @@ class TrainConfig:
     # its pairs: to_widest (each narrower width's anchors against the widest width's detached embeddings: only the
     # narrower widths learn from it) or mutual (anchors of every width against every other width, both sides trained)
     cross_tri_direction: str = 'to_widest'
-    # how the shared classifier forms its logits in training: linear (W e + b, the seed's) or cosine (classifier_scale x
-    # the cosine between the embedding and each class's weight row: the normalised softmax, Zhai & Wu 2019; retrieval
-    # ranks by cosine). Every method; docs/open_set.md
+    # how the shared classifier forms its logits in training: linear (W e + b, the SFSC paper's) or cosine
+    # (classifier_scale x the cosine between the embedding and each class's weight row: the normalised softmax, Zhai &
+    # Wu 2019; retrieval ranks by cosine). Every method; docs/open_set.md
     classifier: str = 'linear'
     classifier_scale: Optional[float] = None  # s of the cosine classifier; null: 20 (temperature 0.05)
     # epsilon of every classification loss: cross-entropy's target and the uncertainty loss's expected cross-entropy

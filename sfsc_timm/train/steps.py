@@ -360,8 +360,8 @@ class SFSCFirstReadingStep(SFSCStep):
 
 @register_method('sfsc_exp')
 class SFSCExpEvidenceStep(SFSCFirstReadingStep):
-    """SFSC for identities never seen in training (docs/open_set.md): the seed's priorities and gradient projection,
-    with the uncertainty loss made to work with hundreds of classes.
+    """SFSC for identities never seen in training (docs/open_set.md): the SFSC paper's priorities and gradient
+    projection, with the uncertainty loss made to work with hundreds of classes.
 
     Two changes to ``sfsc``, each a recipe key so each can be ablated alone: exp evidence instead of softplus
     (``evidence: exp``; with C classes softplus needs logits in the hundreds before ``u = C / S`` leaves 1) and no
@@ -382,16 +382,16 @@ class SFSCInPlaceDistillationStep(SFSCStep):
 
 @register_method('sfsc_ce')
 class SFSCCrossEntropyStep(SFSCFirstReadingStep):
-    """SFSC for identities never seen in training (docs/open_set.md): the seed's uncertainty priorities and gradient
-    projection, each width's loss the prior-free Dirichlet's log marginal likelihood, and in-place distillation of
-    the widest width's class posterior into the narrower ones.
+    """SFSC for identities never seen in training (docs/open_set.md): the SFSC paper's uncertainty priorities and
+    gradient projection, each width's loss the prior-free Dirichlet's log marginal likelihood, and in-place
+    distillation of the widest width's class posterior into the narrower ones.
 
     * With evidence ``exp(z)`` and no ``+ 1``, ``Dir(alpha = exp(z))`` gives the label the marginal likelihood
       ``alpha_y / S``; its negative log (Sensoy et al. 2018's Type-II maximum likelihood) is softmax cross-entropy.
       The ``+ 1`` prior is what costs the evidential forms on unseen identities: the target's pull vanishes as its
       logit falls (0.03 at ``z_y = -4`` against 1.0 for cross-entropy, ``benchmarks/target_pull.py``), so hard
       examples stop being learnt.
-    * The uncertainty stays where the seed uses it, in the priorities: ``u = C / S`` of ``Dir(exp(z) + 1)``, the
+    * The uncertainty stays where the SFSC paper uses it, in the priorities: ``u = C / S`` of ``Dir(exp(z) + 1)``, the
       same logits' evidence with the flat prior (as in ``sfsc_exp``).
     * ``lambda_kd: 0.5``: each narrower width also matches the widest width's detached class posterior (KL at
       temperature 1, Yu & Huang 2019), which lifts the narrowest width and closes the cross-width gap.
@@ -415,9 +415,9 @@ class SFSCCrossEntropyEnsembleStep(SFSCCrossEntropyStep):
     * Every width, the widest included, matches the detached mean class posterior of all widths (``lambda_kd``;
       online ensemble distillation, Lan et al. 2018, Guo et al. 2020): the narrow widths still learn from the wider
       ones, and the widest width no longer only gives, it also takes the ensemble's softer targets.
-    * ``priority: relative``: the seed's priority ratios ``u_w / u_widest`` with the widest width's weight held at 1,
-      so that raising the narrow widths' weight does not lower the full width's (the seed's normalisation to sum
-      ``m`` gives it about 0.9).
+    * ``priority: relative``: the SFSC paper's priority ratios ``u_w / u_widest`` with the widest width's weight held
+      at 1, so that raising the narrow widths' weight does not lower the full width's (the paper's normalisation to
+      sum ``m`` gives it about 0.9).
     """
     defaults = dict(SFSCCrossEntropyStep.defaults, priority='relative')
 
