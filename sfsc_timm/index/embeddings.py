@@ -77,7 +77,7 @@ def read_embedding_file(path: Union[str, Path]) -> EmbeddingFile:
                                  '(sfsc-timm embed MODEL IMAGES --output FILE.parquet).')
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowInvalid, OSError):
         # pyarrow's own reason repeats the path and can be long; --debug shows it
         raise EmbeddingFileError(f'{path} is not a readable Parquet file (another format, or truncated); pass a '
                                  'file written by sfsc-timm embed.') from None
