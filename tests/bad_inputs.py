@@ -638,8 +638,11 @@ def cases() -> List[Case]:
 
     embed_cases = [
         Case('embed', '--output an existing folder named .parquet', embed('images', output='folder.parquet'), 2,
-             r'folder.parquet is a folder; writing a file there would replace it and everything in it: pass a '
-             r'\.parquet file path'),
+             r'folder.parquet is a folder; writing a file there would replace it and everything in it: pass '
+             r'another \.parquet file for --output'),
+        Case('embed', '--output an existing Parquet file embed did not write',
+             embed('images', output='gallery.parquet'), 2,
+             r'gallery.parquet is not a file of embeddings sfsc-timm embed wrote; writing there would replace it'),
         Case('embed', '--output x.txt', embed('images', output='x.txt'), 2, r'--output .*x.txt must end in \.parquet'),
         Case('embed', '--output in a read-only folder', embed('images', output='read_only/e.parquet'), 2,
              r'--output .*read_only: cannot write in .*read_only .*choose a folder you can write to'),
@@ -711,6 +714,9 @@ def cases() -> List[Case]:
         Case('index', 'build --kind flat --nlist 8 (a parameter of another kind)',
              lambda fx: ['build', fx['emb_w1'], '--output', str(fx.root / 'index_nlist'), '--nlist', '8'], 2,
              r'--nlist is a parameter of ivf-flat and ivf-pq, not of flat'),
+        Case('index', "search --output a Parquet file of the user's",
+             lambda fx: ['search', fx['index'], fx['emb_w05'], '--output', fx['file_parquet']], 2,
+             r'gallery.parquet is not a Parquet file sfsc-timm wrote; writing there would replace it'),
         Case('index', 'search --k 0',
              lambda fx: ['search', fx['index'], fx['emb_w05'], '--k', '0', '--output', str(fx.root / 'h0.parquet')],
              2, r'--k must be an integer >= 1, got 0'),

@@ -119,3 +119,26 @@ def test_embed_refuses_a_folder_as_its_output(checkpoint, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and 'is a folder' in err
     assert _contents(photos) == before
+
+
+def test_embed_replaces_its_own_file_and_refuses_another_parquet_file(checkpoint, tmp_path):
+    from PIL import Image
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.new('RGB', (16, 16), (1, 2, 3)).save(images / 'a.png')
+    target = tmp_path / 'e.parquet'
+    sfsc_timm.embed_images(checkpoint, images, target, progress=False)
+    sfsc_timm.embed_images(checkpoint, images, target, width=0.5, progress=False)  # its own file: replaced
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    assert json.loads(pq.read_schema(target).metadata[b'sfsc'])['width'] == 0.5
+    theirs = tmp_path / 'theirs.parquet'
+    pq.write_table(pa.table({'x': [1, 2]}), theirs)
+    before = theirs.read_bytes()
+    with pytest.raises(DestinationInUse, match='is not a file of embeddings sfsc-timm embed wrote'):
+        sfsc_timm.embed_images(checkpoint, images, theirs, progress=False)
+    assert theirs.read_bytes() == before
+    assert not (tmp_path / 'new_folder').exists()
+    with pytest.raises(Exception):  # a model that cannot load leaves no folder behind
+        sfsc_timm.embed_images(tmp_path / 'no_model', images, tmp_path / 'new_folder' / 'e.parquet', progress=False)
+    assert not (tmp_path / 'new_folder').exists()

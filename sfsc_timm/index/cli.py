@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..atomic_io import check_destination
 from ..errors import CommandParser, UsageError, check_output_folder_writable, run_command
 from ..eval.cli import add_reranking_arguments, reranking_options
 from .gallery import DEFAULT_RERANK_CANDIDATES, GalleryIndex, build_index, summary_lines
 from .kinds import KINDS, IndexSpec
-from .results import write_search_results
+from .results import check_results_destination, write_search_results
 
 __all__ = ['build_parser', 'main']
 
@@ -106,7 +105,7 @@ def _build(args) -> None:
 def _search(args) -> None:
     if args.output.suffix != '.parquet':
         raise UsageError(f'--output {args.output} must end in .parquet')
-    check_destination(args.output, folder=False, fix='pass a .parquet file path for --output')
+    check_results_destination(args.output)
     check_output_folder_writable(args.output.parent)
     rerank, query_expansion = reranking_options(args)
     if args.rerank_candidates is not None and rerank is None:

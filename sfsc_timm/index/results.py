@@ -59,8 +59,23 @@ class SearchResult:
         return pa.table(columns).replace_schema_metadata(metadata)
 
 
+def is_own_parquet(path: Path) -> bool:
+    """A Parquet file carrying sfsc-timm's schema metadata (search results or embeddings; only the footer is read)."""
+    try:
+        return METADATA_KEY in (pq.read_schema(path).metadata or {})
+    except (pa.ArrowInvalid, OSError):
+        return False
+
+
+def check_results_destination(output: Union[str, Path]) -> None:
+    """Refuse ``output`` when it is a folder or a file sfsc-timm did not write (the user's own Parquet file)."""
+    check_destination(output, folder=False, fix='pass another .parquet file for --output', own_file=is_own_parquet,
+                      own_kind='a Parquet file sfsc-timm wrote')
+
+
 def write_search_results(result: SearchResult, output: Union[str, Path]) -> Path:
-    """Write ``result.to_table()`` to the Parquet file ``output``, whole or not at all; a folder there is refused."""
-    check_destination(output, folder=False, fix='pass a .parquet file path for --output')
+    """Write ``result.to_table()`` to the Parquet file ``output``, whole or not at all; a folder, or a file that
+    sfsc-timm did not write, is refused."""
+    check_results_destination(output)
     table = result.to_table()
     return write_file_atomically(output, lambda temp: pq.write_table(table, temp))

@@ -98,11 +98,12 @@ def embed_images(
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
     output = Path(output)
-    check_destination(output, folder=False, fix='pass a .parquet file path for --output')
-    output.parent.mkdir(parents=True, exist_ok=True)
+    check_destination(output, folder=False, fix='pass another .parquet file for --output',
+                      own_file=_is_own_embeddings, own_kind='a file of embeddings sfsc-timm embed wrote')
     source = images if isinstance(images, ImageSource) else open_images(
         images, split=split, image_column=image_column, id_column=id_column)
     net = load_embedding_model(model, width)
+    output.parent.mkdir(parents=True, exist_ok=True)  # only once the images and the model are known to load
     joined = dist.is_available() and dist.is_initialized()  # a process group of the caller's is left as it is
     dist_info = setup_distributed(device)
     try:
@@ -123,6 +124,14 @@ def embed_images(
             cleanup_distributed()
     return EmbedResult(output=output, count=len(source), embed_dim=net.embed_dim, width=float(net.active_width),
                        id_column=source.id_column, seconds=seconds)
+
+
+def _is_own_embeddings(path: Path) -> bool:
+    """A Parquet file whose schema carries this writer's metadata (only the footer is read)."""
+    try:
+        return METADATA_KEY in (pq.read_schema(path).metadata or {})
+    except (pa.ArrowInvalid, OSError):
+        return False
 
 
 def _share(count: int, dist_info: DistInfo) -> range:
