@@ -41,6 +41,10 @@ def _from_module(net: nn.Module, width: Optional[float]) -> nn.Module:
         return extract(net, 1.0 if width is None else width)
     if isinstance(net, ModelSet):
         return copy.deepcopy(net.member(1.0 if width is None else width))
+    if not hasattr(net, 'active_width'):  # e.g. a plain timm model: no width, no embedding head of ours
+        raise TypeError(f'{type(net).__name__} is not an sfsc_timm network (a supernet, a static sub-model or a '
+                        "baseline's model set); build one with timm.create_model('sfsc_...') or load one with "
+                        'sfsc_timm.load(FOLDER).')
     if width is not None and width != net.active_width:
         raise ValueError(f'the model is the static sub-model at width {net.active_width}; it has no width {width}.')
     return copy.deepcopy(net)
