@@ -95,8 +95,8 @@ def find_checkpoint_folder(source: Union[str, Path], need_metrics: bool = False)
     if (source / 'checkpoints').is_dir() and not (source / RUN_EXPORT_SUBFOLDER).is_dir():
         hint = (f' {source} looks like a training run that has not finished: its final export ({source}/export) is '
                 'written when training ends; finish or resume the run first.')
-    elif WEIGHTS_NAME in missing and pickled_weights_hint(source):
-        hint = pickled_weights_hint(source)
+    elif WEIGHTS_NAME in missing and (pickled := pickled_weights_hint(source)):
+        hint = pickled
     elif need_metrics and missing == [METRICS_NAME]:
         hint = (f' Evaluate the checkpoint first: sfsc-timm eval {source} --output {source} (writes {METRICS_NAME} '
                 'and the heatmap).')

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic_io import check_destination, write_file_atomically
-from ..inference.embed import METADATA_KEY
+from ..inference.embed import METADATA_KEY, is_sfsc_parquet
 
 __all__ = ['SearchResult', 'write_search_results']
 
@@ -59,17 +59,9 @@ class SearchResult:
         return pa.table(columns).replace_schema_metadata(metadata)
 
 
-def is_own_parquet(path: Path) -> bool:
-    """A Parquet file carrying sfsc-timm's schema metadata (search results or embeddings; only the footer is read)."""
-    try:
-        return METADATA_KEY in (pq.read_schema(path).metadata or {})
-    except (pa.ArrowInvalid, OSError):
-        return False
-
-
 def check_results_destination(output: Union[str, Path]) -> None:
     """Refuse ``output`` when it is a folder or a file sfsc-timm did not write (the user's own Parquet file)."""
-    check_destination(output, folder=False, fix='pass another .parquet file for --output', own_file=is_own_parquet,
+    check_destination(output, folder=False, fix='pass another .parquet file for --output', own_file=is_sfsc_parquet,
                       own_kind='a Parquet file sfsc-timm wrote')
 
 

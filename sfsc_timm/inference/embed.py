@@ -30,7 +30,7 @@ from ..train.distributed import DistInfo, barrier, cleanup_distributed, setup_di
 from .model import load_embedding_model
 from .sources import ImageSource, open_images
 
-__all__ = ['EmbedResult', 'embed_images', 'read_embeddings', 'METADATA_KEY']
+__all__ = ['EmbedResult', 'embed_images', 'read_embeddings', 'is_sfsc_parquet', 'METADATA_KEY']
 
 METADATA_KEY = b'sfsc'  # Parquet schema metadata: model, width, embed_dim, normalised
 ROWS_PER_GROUP = 8192
@@ -99,7 +99,7 @@ def embed_images(
         raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
     output = Path(output)
     check_destination(output, folder=False, fix='pass another .parquet file for --output',
-                      own_file=_is_own_embeddings, own_kind='a file of embeddings sfsc-timm embed wrote')
+                      own_file=is_sfsc_parquet, own_kind='a file of embeddings sfsc-timm embed wrote')
     source = images if isinstance(images, ImageSource) else open_images(
         images, split=split, image_column=image_column, id_column=id_column)
     net = load_embedding_model(model, width)
@@ -126,8 +126,9 @@ def embed_images(
                        id_column=source.id_column, seconds=seconds)
 
 
-def _is_own_embeddings(path: Path) -> bool:
-    """A Parquet file whose schema carries this writer's metadata (only the footer is read)."""
+def is_sfsc_parquet(path: Path) -> bool:
+    """A Parquet file whose schema carries sfsc-timm's metadata (embeddings, or index search results; only the
+    footer is read)."""
     try:
         return METADATA_KEY in (pq.read_schema(path).metadata or {})
     except (pa.ArrowInvalid, OSError):
