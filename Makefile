@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: install data glyphs run demo test bench
+.PHONY: install data glyphs run demo test test-slow bench
 
 install: $(VENV)/.installed
 
@@ -37,10 +37,15 @@ run: install data
 demo: install
 	$(BIN)/sfsc-timm demo
 
+# the default tier covers every public behaviour; the slow tier (multi-process, the wheel, long trainings) runs in CI too
 test: install data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m 'not slow'
 
+test-slow: install data
+	$(BIN)/python -m pytest -q -m slow
+
+# the CPU speed and memory benchmarks that take minutes, each printing its ratio against its target (benchmarks/README.md)
 bench: install
-	$(BIN)/python benchmarks/inference.py
-	$(BIN)/python benchmarks/eval.py
-	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/perf/inference.py
+	$(BIN)/python benchmarks/perf/eval.py
+	$(BIN)/python benchmarks/perf/train_step.py

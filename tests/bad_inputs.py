@@ -33,8 +33,8 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == '__main__':
-    sys.path.insert(0, str(REPO))  # this checkout's sfsc_timm, whatever the working folder
+sys.path.insert(0, str(REPO))  # this checkout's sfsc_timm and `benchmarks`, whatever the working folder
+import benchmarks.experiments.methods  # noqa: E402,F401  (the tables' presets, registered as tests/conftest.py does)
 ERRORS_DOC = REPO / 'docs' / 'errors.md'
 TABLE_START, TABLE_END = '<!-- bad-inputs:start -->', '<!-- bad-inputs:end -->'
 RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
@@ -234,6 +234,7 @@ def build_fixtures(root: Path) -> Fixtures:
     from safetensors.torch import load_file
     torch.save(load_file(paths['ckpt'] / 'model.safetensors'), paths['pickled'] / 'pytorch_model.bin')
     paths['pickle_file'] = Path(shutil.copy(paths['pickled'] / 'pytorch_model.bin', root / 'model.bin'))
+    paths['lone_weights'] = Path(shutil.copy(paths['ckpt'] / 'model.safetensors', root / 'weights.safetensors'))
 
     # what embed reads and where writers must not write: a few images, image modes, a folder of the user's files
     paths['images'] = root / 'images'
@@ -307,8 +308,10 @@ def build_fixtures(root: Path) -> Fixtures:
 
     (root / 'bad.yaml').write_text('model: sfsc_resnet18\nlr: [0.1\nepochs: 3\n')
     (root / 'list.yaml').write_text('- model\n- lr\n')
+    (root / 'flat_option.yaml').write_text('method: sfsc_ce_ens\nlambda_kd: 0.3\n')
     (root / 'a_file').write_text('not a folder\n')
-    paths.update(bad_yaml=root / 'bad.yaml', list_yaml=root / 'list.yaml', a_file=root / 'a_file')
+    paths.update(bad_yaml=root / 'bad.yaml', list_yaml=root / 'list.yaml', flat_option_yaml=root / 'flat_option.yaml',
+                 a_file=root / 'a_file')
     fixtures = Fixtures(root, paths)
     paths['read_only'] = root / 'read_only'
     paths['read_only'].mkdir()
@@ -362,14 +365,17 @@ def _python_cases() -> List[Case]:
              lambda fx: timm.create_model(f'local-dir:{fx["nan_weights"]}', pretrained=True), 'CheckpointError',
              r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
         Case('python', 'sfsc_timm.load(a folder of pickled weights, pytorch_model.bin)',
-             lambda fx: sfsc_timm.load(fx['pickled']), 'FileNotFoundError',
-             r'No model.safetensors in .*pickled weights are never loaded .unpickling can run code.*sfsc_timm.save'),
+             lambda fx: sfsc_timm.load(fx['pickled']), 'CheckpointNotFoundError',
+             r'no checkpoint there .*missing: model.safetensors. It holds pytorch_model.bin: pickled weights are never '
+             r'loaded .unpickling can run code.*sfsc_timm.save'),
         Case('python', "timm.create_model('local-dir:...', pretrained=True) of a folder of pickled weights",
-             lambda fx: timm.create_model(f'local-dir:{fx["pickled"]}', pretrained=True), 'FileNotFoundError',
+             lambda fx: timm.create_model(f'local-dir:{fx["pickled"]}', pretrained=True), 'CheckpointNotFoundError',
              r'pickled weights are never loaded .unpickling can run code.*sfsc_timm.save'),
-        Case('python', "sfsc_timm.load('CK/model.safetensors') (the weights file, not its folder)",
-             lambda fx: sfsc_timm.load(Path(fx['ckpt']) / 'model.safetensors'), 'CheckpointError',
-             r'is a file; sfsc_timm.load takes the checkpoint folder holding it \(.*ckpt\)'),
+        Case('python', "sfsc_timm.load('CK/model.safetensors') (the weights file of a checkpoint folder: loads CK)",
+             lambda fx: sfsc_timm.load(Path(fx['ckpt']) / 'model.safetensors'), 'ok', r'^accepted'),
+        Case('python', "sfsc_timm.load('weights.safetensors') (a weights file with no config.json beside it)",
+             lambda fx: sfsc_timm.load(fx['lone_weights']), 'CheckpointError',
+             r"has no config.json beside it, so its architecture is unknown. Pass it: .*model_name='sfsc_resnet50'"),
         Case('python', 'sfsc_timm.load(checkpoint, width=0.3) (not trained)',
              lambda fx: sfsc_timm.load(fx['ckpt'], width=0.3), 'ValueError',
              r'width 0.3 is not one of the widths \(0.5, 1.0\) .* Choose one of'),
@@ -421,19 +427,21 @@ def cases() -> List[Case]:
              lambda fx: fx.train('out', '--kd-temperature', '3'), 2, r'kd_temperature=3 has no effect'),
         Case('train', '--projection-granularity layer on a method without projection',
              lambda fx: fx.train('out', '--method', 'bct_s', '--projection-granularity', 'layer'), 2,
-             r"projection_granularity='layer' has no effect: bct_s does not project gradients"),
+             r"projection_granularity is not an option of method bct_s \(its options: student_loss, lambda_cross_tri, "
+             r"cross_tri_direction\); it is one of sfsc, sfsc_ce_ens"),
         Case('train', '--classifier-scale 16 with the linear classifier',
              lambda fx: fx.train('out', '--classifier-scale', '16'), 2,
              r"classifier_scale=16 has no effect: it scales the cosine classifier"),
         Case('train', '--lambda-cross-tri 1 on the independent models',
              lambda fx: fx.train('out', '--method', 'independent', '--lambda-cross-tri', '1'), 2,
-             r'lambda_cross_tri applies to the supernet method\(s\) bct_s, .* not to independent'),
+             r'lambda_cross_tri is not an option of method independent \(its options: none\)'),
         Case('train', '--gradient-merge mean on a summed-loss method',
              lambda fx: fx.train('out', '--method', 'bct_s', '--gradient-merge', 'mean'), 2,
-             r"gradient_merge='mean' has no effect: bct_s sums one loss over the widths; choose one of sfsc"),
-        Case('train', '--widest-loss cross_entropy on a method that trains every width alike',
-             lambda fx: fx.train('out', '--method', 'sfsc_ce_ens', '--widest-loss', 'cross_entropy'), 2,
-             r"widest_loss='cross_entropy' has no effect: sfsc_ce_ens trains every width with the same loss"),
+             r"gradient_merge is not an option of method bct_s .*Leave it out, or choose one of those methods"),
+        Case('train', 'recipe with a method option at the top level', lambda fx: ['-c', fx['flat_option_yaml']], 2,
+             r"lambda_kd is an option of the method; write it under the method's name \(sfsc_ce_ens:"),
+        Case('train', 'an option of the method that is not a number',
+             lambda fx: fx.train('out', '--kl-coef', '-1'), 2, r'option kl_coef must be a finite number >= 0, got -1'),
         Case('train', '--input-size 3 0 0', lambda fx: fx.train('out', '--input-size', '3', '0', '0'), 2,
              r'input_size must be \[channels, height, width\] of positive ints'),
         Case('train', '--model resnet18 (not an sfsc model)', lambda fx: fx.train('out', '--model', 'resnet18'), 2,
@@ -482,13 +490,13 @@ def cases() -> List[Case]:
     ]
     evaluate = [
         Case('eval', 'a checkpoint folder that does not exist', lambda fx: [str(fx.root / 'nothing')], 2,
-             r'does not exist; pass a checkpoint folder or a run folder'),
-        Case('eval', 'a folder that is not a checkpoint', lambda fx: [fx['data']], 2, r'holds no checkpoint'),
+             r'does not exist; pass a checkpoint folder \(sfsc_timm.save\), a run folder of sfsc-timm train'),
+        Case('eval', 'a folder that is not a checkpoint', lambda fx: [fx['data']], 2, r'no checkpoint there'),
         Case('eval', 'a run folder (evaluates its export/)',
              lambda fx: [fx['run_done'], '--data', fx['data'], '--output', str(fx.root / 'eval_run')], 0,
              r'queries skipped'),
         Case('eval', 'a run folder that has not finished', lambda fx: [fx['run_unfinished']], 2,
-             r'training run without its final export; finish it with sfsc-timm train --resume'),
+             r'looks like a training run that has not finished.*sfsc-timm train --resume'),
         Case('eval', '--output that is a file', lambda fx: [fx['ckpt'], '--data', fx['data'], '--output',
                                                             fx['a_file']], 2, r'is a file, not a folder'),
         Case('eval', '--output under a file (a_file/out)',
@@ -528,9 +536,10 @@ def cases() -> List[Case]:
         Case('eval', 'a checkpoint whose backbone.conv1.weight is NaN', lambda fx: [fx['nan_weights']], 2,
              r'tensor backbone.conv1.weight holds non-finite values \(NaN or inf\).*Load an earlier checkpoint'),
         Case('eval', 'a folder of pickled weights (pytorch_model.bin)', lambda fx: [fx['pickled']], 2,
-             r'No model.safetensors in .*pickled weights are never loaded .unpickling can run code.*sfsc_timm.save'),
+             r'no checkpoint there .*It holds pytorch_model.bin: pickled weights are never loaded .unpickling can run '
+             r'code.*sfsc_timm.save'),
         Case('eval', 'a weights file (model.bin) instead of its folder', lambda fx: [fx['pickle_file']], 2,
-             r'model.bin is a file; pass the checkpoint folder holding it'),
+             r'model.bin is a pickled weights file: pickled weights are never loaded'),
         Case('eval', '--data imagefolder:FILE (a file, not a folder)',
              lambda fx: [fx['ckpt'], '--data', f'imagefolder:{fx["a_file"]}'], 2,
              r'imagefolder:.*a_file is a file; imagefolder: takes a folder of class sub-folders'),
@@ -563,7 +572,7 @@ def cases() -> List[Case]:
     ]
     export = [
         Case('export', 'a run folder that does not exist', lambda fx: [str(fx.root / 'nothing'), str(fx.root / 'h')],
-             2, r'is not a folder'),
+             2, r'nothing does not exist: no checkpoint there. Pass a checkpoint folder .* or a run folder'),
         Case('export', 'a run that has not finished', lambda fx: [fx['run_unfinished'], str(fx.root / 'h')], 2,
              r'has not finished'),
         Case('export', 'a checkpoint without metrics.json', lambda fx: [fx['ckpt'], str(fx.root / 'h')], 2,
@@ -628,7 +637,8 @@ def cases() -> List[Case]:
         Case('export-width', '--width 1.5', lambda fx: [fx['ckpt'], '--width', '1.5'], 2,
              r'width must be in \(0, 1\] \(1.0 is the full network\), got 1.5'),
         Case('export-width', 'a weights file (model.bin) instead of a folder',
-             lambda fx: [fx['pickle_file'], '--width', '0.5'], 2, r'model.bin is not a folder. Pass a run folder'),
+             lambda fx: [fx['pickle_file'], '--width', '0.5'], 2,
+             r'model.bin is a pickled weights file: pickled weights are never loaded'),
     ]
 
     def embed(images: str, *extra: str, model: str = 'ckpt', output: Optional[str] = None) -> Callable:
@@ -682,10 +692,10 @@ def cases() -> List[Case]:
         Case('embed', 'a file where the folder of images goes', embed('a_file'), 2,
              r'a_file is a file; pass a folder of images or a dataset'),
         Case('embed', 'a weights file (model.bin) instead of a folder', embed('images', model='pickle_file'), 2,
-             r'model.bin is not a folder. Pass a run folder'),
+             r'model.bin is a pickled weights file: pickled weights are never loaded'),
         Case('embed', 'a model that does not exist',
              lambda fx: ['/nonexistent/model', fx['images'], '--output', str(fx.root / 'e.parquet')], 2,
-             r'is neither a folder nor a registered sfsc_\* model; pass a checkpoint or run folder'),
+             r'/nonexistent/model does not exist; pass a checkpoint folder .*registered sfsc_\* model name'),
         Case('embed', '--width 0.3 (not trained)', embed('images', '--width', '0.3'), 2,
              r'width 0.3 is not one of the widths \(0.5, 1.0\) .*Choose one of'),
         Case('embed', '--batch-size 0', embed('images', '--batch-size', '0'), 2, r'batch_size must be >= 1, got 0'),

@@ -1,8 +1,14 @@
+import sys
+from pathlib import Path
+
 import pytest
 import timm
 import torch
 
 import sfsc_timm  # noqa: F401  (registers the models)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `benchmarks`
+import benchmarks.experiments.methods  # noqa: E402,F401  (the tables' presets, which tests train as well)
 
 SMALL_INPUT = (2, 3, 64, 32)
 SMALL_WIDTHS = (0.25, 0.5, 1.0)

@@ -58,20 +58,20 @@ def test_the_loss_trains_only_what_is_not_detached_and_a_single_label_batch_give
         cross_batch_hard_triplet(anchors, candidates[:5], labels)
 
 
-def test_cross_width_triplet_keys_are_checked():
+def test_cross_width_triplet_options_are_checked():
     cfg = config_from_dict(dict())
-    assert cfg.lambda_cross_tri == 0.0 and cfg.cross_tri_direction == 'to_widest'
+    assert cfg.options.lambda_cross_tri == 0.0 and cfg.options.cross_tri_direction == 'to_widest'
     mutual = config_from_dict(dict(method='bct_s', lambda_cross_tri=1, cross_tri_direction='mutual'))
-    assert mutual.lambda_cross_tri == 1 and mutual.cross_tri_direction == 'mutual'
-    with pytest.raises(ConfigError, match='lambda_cross_tri applies to the supernet method.*bct_s.*sfsc_ce_ens.*not to '
-                                          'independent; set lambda_cross_tri: 0'):
+    assert mutual.options.lambda_cross_tri == 1 and mutual.options.cross_tri_direction == 'mutual'
+    with pytest.raises(ConfigError, match='lambda_cross_tri is not an option of method independent.*one of sfsc, '
+                                          'sfsc_ce_ens, bct_s, asymmetric_s'):
         config_from_dict(dict(method='independent', lambda_cross_tri=1))
     with pytest.raises(ConfigError, match="cross_tri_direction='mutual' has no effect: there is no cross-width "
                                           'triplet'):
         config_from_dict(dict(cross_tri_direction='mutual'))
     with pytest.raises(ConfigError, match="cross_tri_direction='both'; allowed: to_widest, mutual"):
         config_from_dict(dict(lambda_cross_tri=1, cross_tri_direction='both'))
-    with pytest.raises(ConfigError, match='lambda_cross_tri must be a finite number >= 0'):
+    with pytest.raises(ConfigError, match='option lambda_cross_tri must be a finite number >= 0'):
         config_from_dict(dict(lambda_cross_tri=-1))
 
 

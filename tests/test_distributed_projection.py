@@ -2,6 +2,7 @@
 import os
 from datetime import timedelta
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -66,6 +67,7 @@ def _worker(rank, world_size, port, out_dir):
 
 
 
+@pytest.mark.slow  # the slow tier (make test-slow; CI runs it too)
 def test_two_ranks_on_half_batches_match_one_process(tmp_path):
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     x, targets = _data()

@@ -153,7 +153,8 @@ def test_command_line(supernet, image_folder, tmp_path, capsys):
          r'width 0.75 is not one of'),
         ([str(folder), str(tmp_path / 'nowhere'), '--output', str(tmp_path / 'x.parquet')], 'does not exist'),
         ([str(folder), str(image_folder), '--output', str(tmp_path / 'x.csv')], 'must end in .parquet'),
-        ([str(tmp_path / 'nowhere'), str(image_folder), '--output', str(tmp_path / 'x.parquet')], 'neither'),
+        ([str(tmp_path / 'nowhere'), str(image_folder), '--output', str(tmp_path / 'x.parquet')],
+         'does not exist; pass a checkpoint folder'),
     ]
     for argv, message in bad:
         assert embed_main(argv) == 2, argv
@@ -168,6 +169,7 @@ def test_command_line(supernet, image_folder, tmp_path, capsys):
     assert not (tmp_path / 'y.parquet').exists() and not list(tmp_path.glob('.y.parquet*'))  # nothing half-written
 
 
+@pytest.mark.slow  # the slow tier (make test-slow; CI runs it too)
 def test_torchrun_shards_are_merged_in_order(supernet, image_folder, tmp_path):
     _, folder = supernet
     single = embed_images(folder, image_folder, tmp_path / 'one.parquet', width=0.5, progress=False)

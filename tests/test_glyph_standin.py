@@ -1,5 +1,6 @@
-""" The SFSC paper's protocol on the glyph benchmark: the stand-in for ImageNet weights (benchmarks/glyph_standin.py),
-a plain timm checkpoint, and a fine-tune that starts from it through ``pretrained_file``. """
+""" The SFSC paper's protocol on the glyph benchmark: the stand-in for ImageNet weights
+(benchmarks/experiments/glyph_standin.py), a plain timm checkpoint, and a fine-tune that starts from it through
+``pretrained_file``. """
 import importlib.util
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from sfsc_timm.data.glyphs import DEFAULT_CODEPOINTS
 from sfsc_timm.train.cli import main
 
-_SCRIPT = Path(__file__).parents[1] / 'benchmarks' / 'glyph_standin.py'
+_SCRIPT = Path(__file__).parents[1] / 'benchmarks' / 'experiments' / 'glyph_standin.py'
 _SPEC = importlib.util.spec_from_file_location('glyph_standin', _SCRIPT)
 glyph_standin = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(glyph_standin)

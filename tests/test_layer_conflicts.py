@@ -1,11 +1,12 @@
-""" benchmarks/layer_conflicts.py: the per-epoch conflict counts the projection-granularity reading rests on. """
+""" benchmarks/experiments/layer_conflicts.py: the per-epoch conflict counts the projection-granularity reading
+rests on. """
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-_SCRIPT = Path(__file__).parents[1] / 'benchmarks' / 'layer_conflicts.py'
+_SCRIPT = Path(__file__).parents[1] / 'benchmarks' / 'experiments' / 'layer_conflicts.py'
 _SPEC = importlib.util.spec_from_file_location('layer_conflicts', _SCRIPT)
 layer_conflicts = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(layer_conflicts)
@@ -48,3 +49,14 @@ def test_missing_rows_and_a_seed_in_two_folders_are_refused(tmp_path):
     _write_log(tmp_path / 'b', 'r', 0, [record])
     with pytest.raises(SystemExit, match='seed 0 is in more than one of the folders'):
         layer_conflicts.read_runs([tmp_path / 'a', tmp_path / 'b'], 'r')
+
+
+def test_rows_tabulated_apart_share_the_tables_json(tmp_path):
+    output = tmp_path / 'layer_conflicts.json'
+    layer_conflicts.record_rows(output, ['t'], {'a': {'seed_0': {}}}, 'command a')
+    layer_conflicts.record_rows(output, ['t', 'u'], {'b': {'seed_0': {}}}, 'command b')
+    layer_conflicts.record_rows(output, ['t'], {'a': {'seed_0': {}, 'seed_1': {}}}, 'command a again')
+    result = json.loads(output.read_text())
+    assert result['folders'] == ['t', 'u']
+    assert set(result['rows']) == {'a', 'b'} and list(result['rows']['a']) == ['seed_0', 'seed_1']
+    assert result['commands'] == {'a': 'command a again', 'b': 'command b'}

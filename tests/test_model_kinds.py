@@ -3,9 +3,7 @@ import pytest
 from torch import nn
 
 import sfsc_timm
-from sfsc_timm.models import (
-    CheckpointError, ModelKind, ModelSet, checkpoint_kind, load_any, model_kind, read_checkpoint_config,
-)
+from sfsc_timm.models import CheckpointError, ModelKind, ModelSet, checkpoint_kind, model_kind, read_checkpoint_config
 
 
 def test_every_network_declares_its_kind(small_net, saved_net, tmp_path):
@@ -22,9 +20,9 @@ def test_every_network_declares_its_kind(small_net, saved_net, tmp_path):
     assert checkpoint_kind(saved_net) is ModelKind.SUPERNET
     assert checkpoint_kind(tmp_path / 'static') is ModelKind.STATIC
     assert checkpoint_kind(tmp_path / 'members') is ModelKind.MODEL_SET
-    assert model_kind(load_any(tmp_path / 'members')) is ModelKind.MODEL_SET
-    assert model_kind(load_any(tmp_path / 'members', width=0.5)) is ModelKind.STATIC
-    assert model_kind(load_any(saved_net, width=0.25)) is ModelKind.STATIC
+    assert model_kind(sfsc_timm.load(tmp_path / 'members')) is ModelKind.MODEL_SET
+    assert model_kind(sfsc_timm.load(tmp_path / 'members', width=0.5)) is ModelKind.STATIC
+    assert model_kind(sfsc_timm.load(saved_net, width=0.25)) is ModelKind.STATIC
     with pytest.raises(CheckpointError, match='not a checkpoint folder'):
         checkpoint_kind(tmp_path)
 

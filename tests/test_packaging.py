@@ -35,6 +35,7 @@ def wheel(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # the slow tier (make test-slow; CI runs it too)
 def test_wheel_carries_the_package_recipes_and_card_template(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     recipes = {f'sfsc_timm/recipes/{p.name}' for p in (ROOT / 'recipes').glob('*.yaml')}
@@ -46,6 +47,7 @@ def test_wheel_carries_the_package_recipes_and_card_template(wheel):
     assert f'sfsc_timm-{sfsc_timm.__version__}.dist-info/entry_points.txt' in names
 
 
+@pytest.mark.slow  # the slow tier (make test-slow; CI runs it too)
 def test_installed_wheel_finds_its_recipes_and_template(wheel, tmp_path):
     site = tmp_path / 'site'
     done = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', '--target',
@@ -57,7 +59,7 @@ def test_installed_wheel_finds_its_recipes_and_template(wheel, tmp_path):
         'from sfsc_timm.train.config import load_recipe\n'
         f'template = shipped_file("model_cards", "{TEMPLATE_NAME}")\n'
         'print(sfsc_timm.__file__); print(template); print(template.is_file())\n'
-        'print(load_recipe("sfsc_resnet18_fashion_mnist")["model"])\n'
+        'print(load_recipe("sfsc_ce_ens_resnet10t_glyphs")["model"])\n'
         'from sfsc_timm.cli import main; main(["--version"])\n')
     # run from an empty folder, with only the installed copy on the path: the checkout cannot be imported
     done = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, env={'PYTHONPATH': str(site), 'PATH': ''},
@@ -65,7 +67,7 @@ def test_installed_wheel_finds_its_recipes_and_template(wheel, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     module, template, exists, model, version = done.stdout.splitlines()
     assert module.startswith(str(site)) and template.startswith(str(site)) and exists == 'True'
-    assert model == 'sfsc_resnet18' and version == f'sfsc-timm {sfsc_timm.__version__}'
+    assert model == 'sfsc_resnet10t' and version == f'sfsc-timm {sfsc_timm.__version__}'
 
 
 def test_version(capsys):
@@ -79,7 +81,7 @@ def test_recipes_by_name():
     given, extra = parse_args(['-c', 'sfsc_resnet18_fashion_mnist', '--epochs', '3'])
     assert given == dict(load_recipe(ROOT / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'),
                          experiment='sfsc_resnet18_fashion_mnist', epochs=3)
-    assert load_recipe('recipes/sfsc_resnet50_market1501.yaml') == load_recipe('sfsc_resnet50_market1501')
+    assert load_recipe('recipes/market1501_resnet50_sfsc.yaml') == load_recipe('market1501_resnet50_sfsc')
     with pytest.raises(FileNotFoundError, match='built-in recipes .*sfsc_resnet18_fashion_mnist'):
         load_recipe('no_such_recipe')
 
@@ -88,11 +90,16 @@ def test_every_train_flag_has_help_text():
     parser = build_parser()
     group = next(g for g in parser._action_groups if g.title.startswith('recipe keys'))
     keys = {action.dest: action.help for action in group._group_actions}
-    assert set(keys) == set(TrainConfig.__dataclass_fields__)
+    assert set(keys) == set(TrainConfig.__dataclass_fields__) - {'options'}  # options: the method's, flags of their own
     for key, text in keys.items():
         assert text and not text.startswith('(built-in default'), key  # the key's comment, then its default
     assert keys['lr'].startswith('base learning rate') and 'built-in default: 0.1' in keys['lr']
     assert 'Hub dataset id' in keys['dataset']  # a comment block above the field counts too
+    options = [g for g in parser._action_groups if g.title.startswith('method options of')]
+    # one group per options class, named by its methods (the package's first; the tables' presets may follow)
+    assert [g.title.split(' (')[0].split(', ')[:2] for g in options] == [
+        ['method options of sfsc', 'sfsc_ce_ens'], ['method options of bct_s', 'asymmetric_s'],
+        ['method options of bct', 'asymmetric']]
     for action in parser._actions:
         if not isinstance(action, argparse._HelpAction):
-            assert action.help, action.dest
+            assert action.help and not action.help.startswith('('), action.dest  # its comment, then the values

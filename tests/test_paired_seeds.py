@@ -1,11 +1,12 @@
-""" benchmarks/paired_seeds.py: the seed-by-seed comparison the open-set reading rests on (docs/open_set.md). """
+""" benchmarks/experiments/paired_seeds.py: the seed-by-seed comparison the open-set reading rests on
+(docs/open_set.md). """
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-_SCRIPT = Path(__file__).parents[1] / 'benchmarks' / 'paired_seeds.py'
+_SCRIPT = Path(__file__).parents[1] / 'benchmarks' / 'experiments' / 'paired_seeds.py'
 _SPEC = importlib.util.spec_from_file_location('paired_seeds', _SCRIPT)
 paired_seeds = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(paired_seeds)
@@ -43,3 +44,30 @@ def test_rows_are_paired_by_seed_across_folders_and_a_seed_in_two_folders_is_ref
     _write_run(first, 'a', 2, [[0.5, 0.5], [0.5, 0.5]])
     with pytest.raises(SystemExit, match='a seed 2 is in more than one of the folders'):
         paired_seeds.matrices('a', [first, second])
+
+
+def test_a_tables_pairs_share_one_json_keyed_by_pair_and_a_rerun_replaces_only_its_own(tmp_path):
+    output = tmp_path / 'table' / 'paired_seeds.json'
+    output.parent.mkdir()
+    first = dict(row_a='a', row_b='b', seeds=[0, 1], quantities={})
+    paired_seeds.record_pair(output, first)
+    paired_seeds.record_pair(output, dict(row_a='c', row_b='b', seeds=[0, 1, 2], quantities={}))
+    paired_seeds.record_pair(output, dict(first, seeds=[0, 1, 2]))  # more seeds: the same key, replaced
+    pairs = json.loads(output.read_text())
+    assert list(pairs) == ['a_vs_b', 'c_vs_b']
+    assert pairs['a_vs_b']['seeds'] == [0, 1, 2] and pairs['c_vs_b']['seeds'] == [0, 1, 2]
+    assert not [p for p in output.parent.iterdir() if p != output]  # written in place, no temporary left
+
+
+def test_the_archived_pairs_hold_every_seed_and_the_command_that_made_them():
+    results = Path(__file__).parents[1] / 'benchmarks' / 'results' / 'experiments'
+    for table in ('open_set', 'open_set_6_epochs', 'glyphs_scratch', 'glyphs_pretrained', 'glyphs_scratch_12_epochs'):
+        pairs = json.loads((results / table / 'paired_seeds.json').read_text())
+        for key, pair in pairs.items():
+            assert key == paired_seeds.pair_key(pair['row_a'], pair['row_b'])
+            assert pair['command'].startswith('.venv/bin/python benchmarks/experiments/paired_seeds.py ')
+            assert pair['folders'] == [f'benchmarks/results/experiments/{table}']
+            for quantity in pair['quantities'].values():
+                assert len(quantity['differences']) == len(pair['seeds'])
+    assert json.loads((results / 'open_set' / 'paired_seeds.json').read_text())['sfsc_ce_ens_vs_bct_s']['seeds'] == \
+        list(range(8))

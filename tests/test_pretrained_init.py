@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 import sfsc_timm
 from sfsc_timm.models.checkpoint import CheckpointError
-from sfsc_timm.models.weights_location import WeightsUnavailableError
+from sfsc_timm.models.checkpoint_io import WeightsUnavailableError
 
 from conftest import SMALL_WIDTHS
 

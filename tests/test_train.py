@@ -18,7 +18,9 @@ from safetensors.torch import load_file
 
 import sfsc_timm
 from sfsc_timm.optim import project_conflicting
-from sfsc_timm.train import ConfigError, TrainConfig, config_from_dict, private_params_by_width, shared_params
+from sfsc_timm.train import (
+    ConfigError, TrainConfig, config_from_dict, load_recipe, private_params_by_width, shared_params,
+)
 from sfsc_timm.train.params import width_gradient_supports
 from sfsc_timm.train.checkpointing import load_training_state
 from sfsc_timm.train.cli import main, resolve_run
@@ -32,18 +34,22 @@ METHODS_BEFORE_THE_REFERENCE = ('sfsc', 'sfsc_exp', 'sfsc_ipd', 'sfsc_ce', 'sfsc
                                 'bct_s', 'independent', 'bct', 'asymmetric', 'asymmetric_reg', 'asymmetric_s',
                                 'asymmetric_s_reg')
 DEFAULT_RECIPE = REPO / 'recipes' / 'sfsc_resnet18_fashion_mnist.yaml'
-MARKET_RECIPE = REPO / 'recipes' / 'sfsc_resnet50_market1501.yaml'
+MARKET_RECIPE = REPO / 'recipes' / 'market1501_resnet50_sfsc.yaml'
 
 # a few steps on a tiny Fashion-MNIST subset at 16x16 with two small widths: seconds per run
 TINY = [
     '--widths', '0.25', '0.5', '1.0', '--embed-dim', '32', '--input-size', '3', '16', '16', '--max-train', '96',
     '--batch-size', '16', '--val-max-query', '20', '--val-max-gallery', '40', '--eval-max-query', '20',
-    '--eval-max-gallery', '50', '--warmup-epochs', '0', '--lr', '0.05', '--no-progress', '--kl-anneal-epochs', '2',
+    '--eval-max-gallery', '50', '--warmup-epochs', '0', '--lr', '0.05', '--no-progress',
 ]
+SFSC_TINY = ['--kl-anneal-epochs', '2']  # an option of the sfsc methods: the others refuse it
 
 
 def tiny_args(tmp_path: Path, name: str, epochs: int = 2, *extra: str):
-    return ['-c', str(DEFAULT_RECIPE), *TINY, '--epochs', str(epochs), '--output', str(tmp_path / name), *extra]
+    method = extra[extra.index('--method') + 1] if '--method' in extra else 'sfsc'
+    options = SFSC_TINY if method in ('sfsc', 'sfsc_ce_ens') else []
+    return ['-c', str(DEFAULT_RECIPE), *TINY, *options, '--epochs', str(epochs), '--output', str(tmp_path / name),
+            *extra]
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -66,9 +72,24 @@ def tiny_batch(n: int = 8, num_classes: int = 5):
 
 # --- recipes and configuration ---
 
-def test_default_recipe_is_the_dataclass_default():
-    values = yaml.safe_load(DEFAULT_RECIPE.read_text())
-    assert values == TrainConfig().to_dict()
+@pytest.mark.parametrize('recipe', sorted((REPO / 'recipes').glob('*.yaml')), ids=lambda path: path.stem)
+def test_every_recipe_lists_only_what_it_changes_from_the_defaults(recipe):
+    values = yaml.safe_load(recipe.read_text())
+    defaults = TrainConfig().to_dict()
+    method = values.get('method', defaults['method'])
+    own = values.pop(method, {})
+    unchanged = [key for key, value in values.items() if key != 'method' and value == defaults[key]]
+    options = config_from_dict(dict(method=method)).to_dict()[method]
+    unchanged += [f'{method}.{key}' for key, value in own.items() if value == options[key]]
+    assert not unchanged, f'{recipe.name} repeats defaults: {unchanged}'
+    config_from_dict(load_recipe(recipe), where=str(recipe))  # and it is valid
+
+
+def test_the_default_recipe_is_sfsc_with_the_first_readings_options_and_the_defaults():
+    cfg = config_from_dict(load_recipe(DEFAULT_RECIPE))
+    assert cfg.to_dict() == {**TrainConfig().to_dict(), 'method': 'sfsc', 'sfsc': cfg.to_dict()['sfsc']}
+    assert (cfg.options.widest_loss, cfg.options.kl_coef, cfg.options.kl_anneal_epochs, cfg.options.priority,
+            cfg.options.gradient_merge) == ('uncertainty', 1.0, 10.0, 'uncertainty', 'sum')
 
 
 def test_market_recipe_is_valid():
@@ -103,9 +124,7 @@ def test_invalid_widths_are_rejected(widths, message):
 
 
 @pytest.mark.parametrize('values, message', [
-    (dict(method='sfsc_typo'),
-     'available: asymmetric, asymmetric_reg, asymmetric_s, asymmetric_s_reg, bct, bct_s, independent, sfsc, '
-     'sfsc_ce, sfsc_ce_ens, sfsc_exp, sfsc_first_reading, sfsc_ipd, sfsc_no_proj'),
+    (dict(method='sfsc_typo'), 'available: sfsc, sfsc_ce_ens, bct_s, asymmetric_s, independent, bct, asymmetric'),
     (dict(sampler='pk', batch_size=10), 'pk_p \\* pk_k'),
     (dict(lr='fast'), "'lr' must be float"), (dict(lambda_tri=1.0), 'sampler: pk'), (dict(model=3), 'must be str'),
 ])
@@ -233,8 +252,9 @@ def test_sfsc_step_equals_hand_computed_projection(method):
 
 def test_sfsc_trains_the_widest_width_on_cross_entropy_and_the_others_on_the_constant_kl_uncertainty_loss():
     cfg = tiny_config(method='sfsc')
-    assert (cfg.widest_loss, cfg.kl_coef, cfg.kl_anneal_epochs, cfg.priority, cfg.gradient_merge) == (
-        'cross_entropy', 0.0005, 0.0, 'uniform', 'mean')
+    options = cfg.options
+    assert (options.widest_loss, options.kl_coef, options.kl_anneal_epochs, options.priority,
+            options.gradient_merge) == ('cross_entropy', 0.0005, 0.0, 'uniform', 'mean')
     net = tiny_net(cfg).train()
     images, labels = tiny_batch()
     step = create_train_step(cfg, net, DistInfo())
@@ -325,7 +345,8 @@ def test_run_folder_has_everything(tmp_path):
     assert metrics['widths'] == [0.25, 0.5, 1.0] and len(metrics['matrix']) == 3
     assert set(metrics['metrics']) == {f'{q:g}->{g:g}' for q in (0.25, 0.5, 1) for g in (0.25, 0.5, 1)}
     assert metrics['summary']['mean'] == pytest.approx(sum(map(sum, metrics['matrix'])) / 9)
-    assert metrics['recipe']['method'] == 'sfsc_first_reading'  # the built-in default recipe's
+    # the built-in default recipe's: sfsc with the first reading's options
+    assert metrics['recipe']['method'] == 'sfsc' and metrics['recipe']['sfsc']['priority'] == 'uncertainty'
     net = sfsc_timm.load(export)  # the export is an ordinary sfsc_timm checkpoint
     assert net.widths == (0.25, 0.5, 1.0) and net.embed_dim == 32
     # no staging left behind; the run lock's file stays by design (sfsc_timm/train/run_lock.py)
@@ -336,13 +357,15 @@ def _weights(folder: Path):
     return load_file(str(folder / 'model.safetensors'))
 
 
+@pytest.mark.slow  # the slow tier (make test-slow; CI runs it too)
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert main(tiny_args(tmp_path, 'whole', 3)) == 0
     assert main(tiny_args(tmp_path, 'parts', 3, '--stop-after', '1')) == 0  # "killed" after epoch 1
     assert not (tmp_path / 'parts' / 'export').exists()
     assert load_training_state(tmp_path / 'parts' / 'checkpoints' / 'last')['epoch'] == 1
     assert main(['--resume', str(tmp_path / 'parts'), '--stop-after', '1']) == 0  # resumed without the recipe
-    assert main(['-c', str(DEFAULT_RECIPE), *TINY, '--epochs', '3', '--resume', str(tmp_path / 'parts')]) == 0
+    resumed = ['-c', str(DEFAULT_RECIPE), *TINY, *SFSC_TINY, '--epochs', '3', '--resume', str(tmp_path / 'parts')]
+    assert main(resumed) == 0
     whole, parts = _weights(tmp_path / 'whole' / 'export'), _weights(tmp_path / 'parts' / 'export')
     assert whole.keys() == parts.keys()
     for key in whole:
@@ -354,30 +377,43 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
 def test_resume_with_another_recipe_names_the_differing_keys(tmp_path):
     assert main(tiny_args(tmp_path, 'run', 2, '--stop-after', '1')) == 0
     with pytest.raises(ConfigError, match=r"differing keys: lr: checkpoint 0\.05 vs now 0\.2; method: checkpoint "
-                                          r"'sfsc_first_reading' vs now 'bct_s'\. "):
+                                          r"'sfsc' vs now 'bct_s'\. "):
         resolve_run(['-c', str(DEFAULT_RECIPE), *TINY, '--epochs', '2', '--lr', '0.2', '--method', 'bct_s',
                      '--resume', str(tmp_path / 'run')])
     with pytest.raises(FileNotFoundError, match='no checkpoint there'):
         resolve_run(['--resume', str(tmp_path / 'nothing')])
 
 
+def _flat_saved_recipe(config: dict, method: str) -> dict:
+    """A recipe as versions before the methods took options saved it: every option a top-level key."""
+    flat = {key: value for key, value in config.items() if key != config['method']}
+    flat.update(config[config['method']])
+    for key in ('width_loss', 'projection', 'kd_teacher'):  # options that were step classes then
+        flat.pop(key)
+    return dict(flat, method=method)
+
+
 def test_a_checkpoint_written_before_a_recipe_key_existed_resumes_with_that_keys_default(tmp_path):
     assert main(tiny_args(tmp_path, 'run', 2, '--stop-after', '1')) == 0
     state_file = tmp_path / 'run' / 'checkpoints' / 'last' / 'training_state.pt'
     state = torch.load(state_file, weights_only=True)
-    # keys later than the run, as an older version wrote it
+    # the flat recipe of the first reading, without the keys later than the run, as an older version wrote it
+    state['config'] = _flat_saved_recipe(state['config'], 'sfsc_first_reading')
     for key in ('kd_temperature', 'projection_granularity', 'classifier', 'classifier_scale', 'lambda_cross_tri',
                 'cross_tri_direction', 'widest_loss', 'gradient_merge'):
         del state['config'][key]
     torch.save(state, state_file)
     cfg, _, _, _ = resolve_run(['--resume', str(tmp_path / 'run')])
-    assert cfg.kd_temperature == 1.0 and cfg.projection_granularity == 'model'
+    options = cfg.options
+    assert cfg.method == 'sfsc' and options.kd_temperature == 1.0 and options.projection_granularity == 'model'
     # what every sfsc method trained with before these two keys existed: the first reading's
-    assert cfg.widest_loss == 'uncertainty' and cfg.gradient_merge == 'sum'
+    assert options.widest_loss == 'uncertainty' and options.gradient_merge == 'sum'
+    assert (options.kl_coef, options.kl_anneal_epochs, options.priority) == (1.0, 2.0, 'uncertainty')
     assert cfg.classifier == 'linear' and cfg.classifier_scale is None
-    assert cfg.lambda_cross_tri == 0.0 and cfg.cross_tri_direction == 'to_widest'
+    assert options.lambda_cross_tri == 0.0 and options.cross_tri_direction == 'to_widest'
     # a value other than the default is still a different recipe
-    with pytest.raises(ConfigError, match=r"differing keys: projection_granularity: checkpoint 'model' vs now 'layer'"):
+    with pytest.raises(ConfigError, match=r"differing keys: sfsc.projection_granularity: checkpoint 'model' vs now "
+                                          r"'layer'"):
         resolve_run(['--resume', str(tmp_path / 'run'), '--projection-granularity', 'layer'])
     assert main(['--resume', str(tmp_path / 'run')]) == 0
     assert (tmp_path / 'run' / 'export' / 'model.safetensors').is_file()
@@ -385,13 +421,22 @@ def test_a_checkpoint_written_before_a_recipe_key_existed_resumes_with_that_keys
 
 @pytest.mark.parametrize('method', METHODS_BEFORE_THE_REFERENCE)
 def test_every_methods_config_saved_before_the_reference_keys_still_resolves(method):
-    """A run saved before widest_loss / gradient_merge existed resumes with what it trained with."""
-    from sfsc_timm.train.config import legacy_key_values
-    from sfsc_timm.train.methods import METHODS
-    cfg = config_from_dict({**legacy_key_values(method), 'method': method})  # not refused
-    assert cfg.gradient_merge == 'sum'
-    evidential = method in ('sfsc', 'sfsc_no_proj', 'sfsc_exp', 'sfsc_ipd')  # the widest width on the uncertainty loss
-    assert cfg.widest_loss == ('uncertainty' if evidential else METHODS[method].defaults['widest_loss'])
+    """A flat run config saved before widest_loss / gradient_merge existed resumes with what it trained with."""
+    from sfsc_timm.train.config import upgrade_saved_recipe
+    from sfsc_timm.train.legacy import LEGACY_METHODS
+    # what a flat config of the time held: every key, the method-specific ones at the first reading's values
+    flat = _flat_saved_recipe(config_from_dict({}).to_dict(), method)
+    flat.update(kl_coef=1.0, kl_anneal_epochs=10.0, priority='uncertainty')
+    del flat['widest_loss'], flat['gradient_merge']
+    cfg = config_from_dict(upgrade_saved_recipe(flat))  # not refused
+    assert cfg.method == LEGACY_METHODS[method][0]
+    if cfg.method.startswith('sfsc'):
+        assert cfg.options.gradient_merge == 'sum'
+        evidential = method in ('sfsc', 'sfsc_no_proj', 'sfsc_exp', 'sfsc_ipd')  # the widest on the uncertainty loss
+        assert cfg.options.widest_loss == ('uncertainty' if evidential else 'cross_entropy')
+        assert cfg.options.projection == ('none' if method == 'sfsc_no_proj' else 'pcgrad')
+    else:
+        assert not {'widest_loss', 'gradient_merge', 'priority'} & set(cfg.to_dict()[cfg.method])
 
 
 def test_nonfinite_losses_stop_training_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):

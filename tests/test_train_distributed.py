@@ -41,6 +41,7 @@ def _worker(rank: int, world_size: int, port: int, method: str, out_dir: str):
 
 
 
+@pytest.mark.slow  # the slow tier (make test-slow; CI runs it too)
 @pytest.mark.parametrize('method', ['sfsc', 'bct_s'])
 def test_two_ranks_on_half_batches_match_one_process(tmp_path, method):
     mp.spawn(_worker, args=(2, free_port(), method, str(tmp_path)), nprocs=2, join=True)

@@ -12,7 +12,7 @@ from .compat_report import format_compatibility_table, plot_compatibility_heatma
 from .compatibility import compatibility_matrix
 from .reranking import QueryExpansion, RerankOptions
 
-__all__ = ['build_parser', 'main', 'resolve_checkpoint_folder']
+__all__ = ['build_parser', 'main']
 
 # load_retrieval_data's keyword arguments as this command's flags, so its messages name what the user can type
 _FLAG_NAMES = {'query_split': '--query-split', 'gallery_split': '--gallery-split',
@@ -106,33 +106,6 @@ def _check_arguments(args) -> None:
     check_output_folder_writable(args.output)
 
 
-def resolve_checkpoint_folder(source: str) -> str:
-    """The checkpoint meant by ``source``: itself, a run folder's ``export/``, or a Hub id.
-
-    Raises:
-        UsageError: a folder that holds no checkpoint, or a run that has not finished (saying how to finish it).
-    """
-    from ..models import is_model_set_folder
-    from ..models.checkpoint import CONFIG_NAME
-    if source.startswith(('hf-hub:', 'hf_hub:')):
-        return source
-    path = Path(source.removeprefix('local-dir:'))
-    if not path.exists():
-        hint = f' For a Hub repository write hf-hub:{source}.' if source.count('/') == 1 and \
-            not source.startswith(('.', '/')) else ''
-        raise FileNotFoundError(f'{path} does not exist; pass a checkpoint folder or a run folder.{hint}')
-    if not path.is_dir():
-        raise UsageError(f'{path} is a file; pass the checkpoint folder holding it.')
-    for folder in (path, path / 'export'):
-        if (folder / CONFIG_NAME).is_file() or is_model_set_folder(folder):
-            return str(folder)
-    if (path / 'checkpoints').is_dir():
-        raise UsageError(f'{path} is a training run without its final export; finish it with sfsc-timm train '
-                         f'--resume {path}, or evaluate a checkpoint of it: sfsc-timm eval {path}/checkpoints/best.')
-    raise UsageError(f'{path} holds no checkpoint ({CONFIG_NAME} or width_* model folders); pass a folder written by '
-                     'sfsc_timm.save, a run folder of sfsc-timm train, or its export/ folder.')
-
-
 def _with_flag_names(error: ValueError) -> UsageError:
     # 'query_split=' -> '--query-split', 'query_per_class=N' -> '--query-per-class N'
     text = str(error)
@@ -148,14 +121,15 @@ def evaluate(argv: Sequence[str]) -> None:
     from sfsc_timm.data import build_transforms, load_retrieval_data, with_image_transform
     from sfsc_timm.data.transforms import resolve_data_cfg
     from sfsc_timm.data.image_check import check_images
-    from sfsc_timm.models import ModelKind, load_any, model_kind
+    from sfsc_timm.models import ModelKind, model_kind
 
     args = build_parser().parse_args(list(argv))
     _check_arguments(args)  # everything that can be checked before minutes of evaluation
     rerank, query_expansion = reranking_options(args)
     start = time.perf_counter()
-    source = resolve_checkpoint_folder(args.checkpoint)
-    model = (sfsc_timm.load(source) if source.startswith(('hf-hub:', 'hf_hub:')) else load_any(source)).to(args.device)
+    # the one resolver (models/checkpoint_io.py): a checkpoint folder, a run folder's export/, a baseline's model set,
+    # local-dir: or hf-hub:
+    model = sfsc_timm.load(args.checkpoint).to(args.device)
     kind = model_kind(model)
     trained = model.widths if kind.switchable else (model.active_width,)
     widths = tuple(sorted(float(w) for w in args.widths)) if args.widths else tuple(trained)

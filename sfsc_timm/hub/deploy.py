@@ -21,7 +21,7 @@ from torch import nn
 
 from ..atomic_io import check_destination, staged_folder, write_file_atomically
 from ..errors import CommandParser, at_least, check_output_folder_writable, run_command
-from ..inference.model import load_embedding_model
+from ..models import load_embedding_model
 from ..models import save
 from ..models.checkpoint import CHECKPOINT_FILES
 

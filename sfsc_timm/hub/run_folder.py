@@ -15,18 +15,15 @@ import yaml
 
 from ..eval import summarize_compatibility
 from ..models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from ..models.checkpoint_io import RUN_EXPORT, CheckpointNotFoundError, find_checkpoint_folder
 from ..models.model_set import is_model_set_folder
-from ..models.weights_location import pickled_weights_hint
 
-__all__ = [
-    'ExportError', 'RunFolder', 'METRICS_NAME', 'RECIPE_NAME', 'HEATMAP_NAME', 'find_checkpoint_folder', 'read_run',
-    'read_metrics', 'read_config',
-]
+__all__ = ['ExportError', 'RunFolder', 'METRICS_NAME', 'RECIPE_NAME', 'HEATMAP_NAME', 'read_run', 'read_metrics',
+           'read_config']
 
 METRICS_NAME = 'metrics.json'
 RECIPE_NAME = 'recipe.yaml'
 HEATMAP_NAME = 'compatibility.png'
-RUN_EXPORT_SUBFOLDER = 'export'  # where sfsc-timm train writes its final export inside a run folder
 _RUN_RECIPE_NAMES = (RECIPE_NAME, 'config.yaml')  # a Hub export's recipe, a trainer run's recipe
 
 
@@ -69,38 +66,27 @@ class RunFolder:
         return tuple(int(s) for s in self.config['pretrained_cfg']['input_size'])
 
 
-def find_checkpoint_folder(source: Union[str, Path], need_metrics: bool = False) -> Path:
-    """The folder holding ``model.safetensors`` + ``config.json`` (+ ``metrics.json``): ``source`` or ``source/export``.
+def _evaluated_checkpoint(source: Path) -> Path:
+    """The checkpoint folder of ``source`` (the one resolver: itself or its run's ``export/``), checked to be one
+    supernet checkpoint with its evaluation.
 
     Raises:
-        ExportError: neither ``source`` nor its ``export`` subfolder holds the files; the message lists what is missing.
+        ExportError: no checkpoint there, a baseline's per-width models, or no metrics.json (saying how to write it).
     """
-    source = Path(source)
-    if not source.is_dir():
-        raise ExportError(f'{source} is not a folder. Pass a run folder (sfsc-timm train output), its export/ '
-                          f'subfolder, or a folder with {WEIGHTS_NAME}, {CONFIG_NAME} and {METRICS_NAME}.')
-    needed = (WEIGHTS_NAME, CONFIG_NAME) + ((METRICS_NAME,) if need_metrics else ())
-    candidates = [source, source / RUN_EXPORT_SUBFOLDER]
-    for folder in candidates:
-        if all((folder / name).is_file() for name in needed):
-            return folder
-    for folder in candidates:
-        if folder.is_dir() and is_model_set_folder(folder):
-            raise ExportError(
-                f'{folder} holds a baseline\'s separate per-width models (width_*/ folders), not an SFSC supernet. A '
-                'Hub export publishes one supernet checkpoint that every width loads from; train with method: sfsc '
-                '(or another supernet method), or load a member folder directly with sfsc_timm.load.')
-    missing = [name for name in needed if not (source / name).is_file()]
-    hint = ''
-    if (source / 'checkpoints').is_dir() and not (source / RUN_EXPORT_SUBFOLDER).is_dir():
-        hint = (f' {source} looks like a training run that has not finished: its final export ({source}/export) is '
-                'written when training ends; finish or resume the run first.')
-    elif WEIGHTS_NAME in missing and (pickled := pickled_weights_hint(source)):
-        hint = pickled
-    elif need_metrics and missing == [METRICS_NAME]:
-        hint = (f' Evaluate the checkpoint first: sfsc-timm eval {source} --output {source} (writes {METRICS_NAME} '
-                'and the heatmap).')
-    raise ExportError(f'{source} (and {source / RUN_EXPORT_SUBFOLDER}) lack {", ".join(missing)}.{hint}')
+    try:
+        folder = find_checkpoint_folder(source)
+    except CheckpointNotFoundError as e:
+        raise ExportError(str(e)) from None
+    if is_model_set_folder(folder):
+        raise ExportError(
+            f'{folder} holds a baseline\'s separate per-width models (width_*/ folders), not an SFSC supernet. A '
+            'Hub export publishes one supernet checkpoint that every width loads from; train with method: sfsc '
+            '(or another supernet method), or load a member folder directly with sfsc_timm.load.')
+    if not (folder / METRICS_NAME).is_file():
+        raise ExportError(f'{folder} holds a checkpoint, but its files lack {METRICS_NAME} (the evaluation the model '
+                          f'card reports). Evaluate it first: sfsc-timm eval {folder} --output {folder} (writes '
+                          f'{METRICS_NAME} and the heatmap).')
+    return folder
 
 
 def read_config(folder: Path) -> Dict[str, Any]:
@@ -160,7 +146,7 @@ def read_run(source: Union[str, Path]) -> RunFolder:
         ExportError: files missing, or config.json and metrics.json that do not describe the same model.
     """
     source = Path(source)
-    folder = find_checkpoint_folder(source, need_metrics=True)
+    folder = _evaluated_checkpoint(source)
     config = read_config(folder)
     metrics = read_metrics(folder / METRICS_NAME)
     trained = tuple(float(w) for w in config['model_args']['widths'])
@@ -181,7 +167,7 @@ def read_run(source: Union[str, Path]) -> RunFolder:
 def _find_recipe(source: Path, folder: Path, metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if isinstance(metrics.get('recipe'), dict):  # the trainer records the recipe it ran with
         return metrics['recipe']
-    locations = [folder, source] + ([folder.parent] if folder.name == RUN_EXPORT_SUBFOLDER else [])
+    locations = [folder, source] + ([folder.parent] if folder.name == RUN_EXPORT else [])
     for location in dict.fromkeys(locations):  # the export folder, then the run folder
         named = [location / name for name in _RUN_RECIPE_NAMES if (location / name).is_file()]
         others = sorted(p for p in location.glob('*.y*ml') if p.suffix in ('.yaml', '.yml'))

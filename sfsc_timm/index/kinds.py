@@ -39,7 +39,7 @@ FLAGS = dict(nlist='--nlist', nprobe='--nprobe', pq_m='--pq-m', pq_nbits='--pq-n
 # the k-means of a million-item gallery (4096 lists) to a couple of minutes on two cores
 _MIN_POINTS_PER_CENTROID = 39
 _DEFAULT_POINTS_PER_CENTROID = 64
-DEFAULT_NPROBE_FRACTION = 1 / 32  # of the lists; benchmarks/index_scale.py measured recall@10 against it
+DEFAULT_NPROBE_FRACTION = 1 / 32  # of the lists; benchmarks/perf/index_scale.py measured recall@10 against it
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 128

@@ -46,7 +46,7 @@ class CheckpointReader:
     ``safe_open`` validates the file (header, declared sizes against the file length). Tensors are then read with
     positioned reads of exactly the bytes a slice covers: a memory-mapped ``get_slice`` would also map the pages
     around every row it touches (the kernel's fault-around), which on a cached file made loading width 0.25 cost
-    about a third of loading the full width instead of a tenth (benchmarks/inference.py).
+    about a third of loading the full width instead of a tenth (benchmarks/perf/inference.py).
     """
 
     def __init__(self, path: Union[str, Path]):

@@ -7,13 +7,13 @@ from timm.models._builder import pretrained_cfg_for_features
 from torch import nn
 
 from ..layers import DEFAULT_WIDTHS, check_width, check_widths
+from .checkpoint_io import resolve_weights
 from .embedding_net import SwitchableEmbeddingNet
 from .extract import extract
 from .features import create_features
 from .imagenet_init import is_plain_timm_checkpoint, load_imagenet_weights
 from .last_stride import DEFAULT_LAST_STRIDE, check_last_stride
 from .pretrained import load_sfsc_checkpoint
-from .weights_location import resolve_weights
 
 
 def create_sfsc_model(

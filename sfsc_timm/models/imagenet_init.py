@@ -16,8 +16,8 @@ from timm.models import get_pretrained_cfg, load_pretrained, load_state_dict
 from torch import nn
 
 from .checkpoint import CheckpointError
+from .checkpoint_io import Weights
 from .embedding_net import SwitchableEmbeddingNet
-from .weights_location import Weights
 
 _PER_WIDTH = re.compile(r'\.per_width\.[^.]+\.')
 _SFSC_PREFIXES = ('backbone.', 'neck.')

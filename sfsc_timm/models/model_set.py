@@ -1,5 +1,6 @@
 """One static model per width, trained separately: the baselines that do not share weights (independent, BCT,
 asymmetric). It switches like a supernet, so the trainer and the compatibility matrix treat both alike."""
+import re
 from pathlib import Path
 from typing import Dict, Sequence, Union
 
@@ -8,19 +9,20 @@ import torch
 from torch import nn
 
 from ..layers import check_width, check_widths, key_width, width_key
-from .checkpoint import save
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointReader, save
 from .embedding_net import EmbeddingNet, WidthSwitching
 from .kinds import ModelKind, SfscModel
-from .loading import load
 
 MEMBER_PREFIX = 'width_'
+_MEMBER_NAME = re.compile(rf'{MEMBER_PREFIX}\d+(_\d+)?')  # width_1, width_0_25
 
 
 class ModelSet(nn.Module, WidthSwitching, SfscModel):
     """Static sub-models, one per width, sharing no parameters, each with its own classifier.
 
     ``set_width`` / ``width`` choose the member that ``forward_features``, ``forward_head``, ``forward`` and ``head``
-    use. Saved as one checkpoint folder per member (``width_0_25/`` ...), each loadable with ``sfsc_timm.load``.
+    use. Saved as one checkpoint folder per member (``width_0_25/`` ...); ``sfsc_timm.load`` loads the folder (or one
+    member of it).
     """
 
     kind = ModelKind.MODEL_SET
@@ -77,23 +79,29 @@ class ModelSet(nn.Module, WidthSwitching, SfscModel):
         """One ``sfsc_timm.save`` checkpoint folder per member inside ``folder``."""
         folder = Path(folder)
         for w in self.widths:
-            save(self.member(w), folder / f'{MEMBER_PREFIX}{width_key(w)}')
+            save(self.member(w), folder / member_name(w))
         return folder
 
-    @classmethod
-    def load(cls, folder: Union[str, Path]) -> 'ModelSet':
-        """The model set saved in ``folder`` by :meth:`save`."""
-        folders = sorted(Path(folder).glob(f'{MEMBER_PREFIX}*'))
-        if not folders:
-            raise FileNotFoundError(f'{folder} holds no {MEMBER_PREFIX}* member folders; it is not a saved ModelSet.')
-        return cls({key_width(p.name[len(MEMBER_PREFIX):]): load(p) for p in folders})
-
     def load_members_(self, folder: Union[str, Path]) -> None:
-        """Load saved members' weights into this set in place (every member must be there)."""
+        """Load saved members' weights into this set in place (every member must be there, every key must fit)."""
         for w in self.widths:
-            loaded = load(Path(folder) / f'{MEMBER_PREFIX}{width_key(w)}')
-            self.member(w).load_state_dict(loaded.state_dict())
+            # the members are built already (resuming a run): only their tensors are read
+            with CheckpointReader(Path(folder) / member_name(w) / WEIGHTS_NAME) as reader:
+                self.member(w).load_state_dict({key: reader.read(key) for key in reader.keys()})
+
+
+def member_name(width: float) -> str:
+    """The folder of the member at ``width`` inside a saved model set (``width_0_25``)."""
+    return f'{MEMBER_PREFIX}{width_key(width)}'
+
+
+def member_folders(folder: Union[str, Path]) -> Dict[float, Path]:
+    """The member folders (``width_*``) of a saved model set, by width (ascending); empty when it is none."""
+    found = {key_width(p.name[len(MEMBER_PREFIX):]): p for p in Path(folder).glob(f'{MEMBER_PREFIX}*')
+             if _MEMBER_NAME.fullmatch(p.name) and p.is_dir()}
+    return dict(sorted(found.items()))
 
 
 def is_model_set_folder(folder: Union[str, Path]) -> bool:
-    return any(Path(folder).glob(f'{MEMBER_PREFIX}*/config.json'))
+    """Whether ``folder`` holds a saved model set: a member folder with its checkpoint's config.json."""
+    return any((p / CONFIG_NAME).is_file() for p in member_folders(folder).values())

@@ -16,9 +16,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..models import CheckpointError, ModelKind, is_model_set_folder, model_kind, save
+from ..models import CheckpointError, CheckpointNotFoundError, ModelKind, find_checkpoint_folder, model_kind, save
 from ..atomic_io import staged_folder
-from ..models.checkpoint import WEIGHTS_NAME
+from ..models.checkpoint import CHECKPOINT_FILES, WEIGHTS_NAME
+from ..models.checkpoint_io import RUN_LAST
 
 __all__ = ['TRAINING_STATE_NAME', 'rng_state', 'set_rng_state', 'save_checkpoint', 'resolve_checkpoint',
            'load_training_state', 'load_weights']
@@ -70,23 +71,16 @@ def save_network(net: nn.Module, folder: Path) -> None:
 
 
 def resolve_checkpoint(path: Union[str, Path]) -> Path:
-    """The checkpoint folder meant by `path`: a checkpoint folder itself, or a run folder (its ``checkpoints/last``).
+    """The checkpoint folder ``--resume path`` means: ``path`` itself, or its run's ``checkpoints/last`` (the one
+    resolver, :func:`sfsc_timm.models.find_checkpoint_folder`), holding the training state too.
 
     Raises:
-        FileNotFoundError: neither, with what was looked for.
+        CheckpointNotFoundError: (a FileNotFoundError) neither, with what was looked for.
     """
-    path = Path(path)
-    for candidate in (path, path / 'checkpoints' / 'last'):
-        weights = (candidate / WEIGHTS_NAME).is_file() or is_model_set_folder(candidate)
-        if (candidate / TRAINING_STATE_NAME).is_file() and weights:
-            return candidate
-    if (path / 'config.yaml').is_file() and not (path / 'checkpoints').is_dir():
-        raise FileNotFoundError(
-            f'--resume {path}: the run was stopped before its first checkpoint, so there is nothing to resume; '
-            f'remove {path} and start the run again without --resume.')
-    raise FileNotFoundError(
-        f'--resume {path}: no checkpoint there. Pass a run folder (with checkpoints/last/) or a checkpoint folder '
-        f'holding {WEIGHTS_NAME} and {TRAINING_STATE_NAME}.')
+    try:
+        return find_checkpoint_folder(path, run_subfolder=RUN_LAST, needs=CHECKPOINT_FILES + (TRAINING_STATE_NAME,))
+    except CheckpointNotFoundError as e:
+        raise CheckpointNotFoundError(f'--resume {e}') from None
 
 
 def _another_checkpoint(folder: Path) -> str:

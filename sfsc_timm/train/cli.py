@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import check_output_folder_writable, run_command
 from .checkpointing import load_training_state, resolve_checkpoint
 from .config import (
-    RUNTIME_KEYS, ConfigError, TrainConfig, check_pretrained_file, config_differences, config_from_dict,
-    legacy_key_values, parse_args,
+    RUNTIME_KEYS, ConfigError, TrainConfig, check_pretrained_file, config_differences, config_from_dict, parse_args,
+    upgrade_saved_recipe,
 )
 from .run_lock import RunLock
 from .run_status import run_files, run_status
@@ -45,7 +45,7 @@ def resolve_run(argv: Optional[List[str]] = None) -> Tuple[TrainConfig, Optional
         return cfg, None, None, extra.stop_after
     folder = resolve_checkpoint(extra.resume)
     state = load_training_state(folder)
-    saved = {**legacy_key_values(state['config'].get('method')), **state['config']}
+    saved = upgrade_saved_recipe(state['config'])
     if given.get('output') is None:
         # continue in the run folder the checkpoint belongs to
         run_dir = folder.parent.parent if folder.parent.name == 'checkpoints' else Path(saved.get('output') or '.')
@@ -53,7 +53,8 @@ def resolve_run(argv: Optional[List[str]] = None) -> Tuple[TrainConfig, Optional
     cfg = config_from_dict(given if extra.config else {**saved, **given}, where=extra.config or 'command line')
     # a key added to the recipe after the checkpoint was written is missing from its config; the checkpoint ran with
     # that key's default (a new key's default always reproduces what the code did before it existed)
-    saved = {**config_from_dict(dict(saved), where=f'{folder} (its config)').to_dict(), **saved}
+    resolved = config_from_dict(dict(saved), where=f'{folder} (its config)').to_dict()
+    saved = {**resolved, **saved, saved['method']: resolved[saved['method']]}
     differences = config_differences(saved, cfg.to_dict(), ignore=RUNTIME_KEYS | RESUME_ADJUSTABLE_KEYS)
     if differences:
         raise ConfigError(

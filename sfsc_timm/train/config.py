@@ -1,9 +1,17 @@
-""" Training configuration: one flat dataclass, YAML recipes and command-line overrides.
+""" Training configuration: one dataclass of recipe keys plus the method's typed options, YAML recipes and
+command-line overrides.
 
 timm's train.py convention: the recipe (``-c recipes/NAME.yaml``) sets the argparse defaults and every ``--key value``
 on the command line wins over it. Every recipe key is a field of :class:`TrainConfig`; an unknown key is an error that
-lists the valid ones. The dataclass defaults are the built-in default recipe
-(``recipes/sfsc_resnet18_fashion_mnist.yaml``).
+lists the valid ones. The method's options (train/options.py) go under the method's name::
+
+    method: sfsc_ce_ens
+    sfsc_ce_ens: {lambda_kd: 0.3}
+
+and on the command line as ``--lambda-kd 0.3``; an option the chosen method does not have is refused. A block of
+another method is checked and otherwise ignored, so ``--method bct`` on a recipe of ``sfsc_ce_ens`` trains bct with
+the recipe's data and schedule. The dataclass defaults are the main job's (Fashion-MNIST); a recipe lists what it
+changes.
 """
 import argparse
 import dataclasses
@@ -11,7 +19,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -20,37 +28,29 @@ from ..atomic_io import write_text_atomically
 from ..data.validation import VAL_SPLITS
 from ..errors import CommandParser
 from ..losses.cosine_classifier import CLASSIFIERS, DEFAULT_COSINE_SCALE
-from ..losses.dirichlet import EVIDENCE_FUNCTIONS
-from ..optim.combination import MERGES
 from ..layers import check_widths
+from .config_error import ConfigError
 from .key_help import key_comments
+from .legacy import upgrade_saved_recipe
+from .options import build_options, options_dict, options_fields
 
 __all__ = [
-    'TrainConfig', 'ConfigError', 'LEGACY_KEY_VALUES', 'RUNTIME_KEYS', 'legacy_key_values',
-    'DEFAULT_EXPERIMENT', 'load_recipe', 'build_parser', 'parse_args',
-    'config_from_dict', 'config_differences', 'save_config', 'check_pretrained_file',
+    'TrainConfig', 'ConfigError', 'RUNTIME_KEYS', 'DEFAULT_EXPERIMENT', 'load_recipe', 'build_parser', 'parse_args',
+    'config_from_dict', 'config_differences', 'save_config', 'check_pretrained_file', 'upgrade_saved_recipe',
 ]
 
 DEFAULT_EXPERIMENT = 'sfsc_resnet18_fashion_mnist'
 SAMPLERS = ('random', 'pk')
-PRIORITIES = ('uncertainty', 'relative', 'uniform')
-WIDEST_LOSSES = ('cross_entropy', 'uncertainty')
-PROJECTION_GRANULARITIES = ('model', 'layer')
 AMP_DTYPES = ('float16', 'bfloat16')
 # timm.scheduler.create_scheduler_v2's schedules that step on epochs / updates without a validation metric
 SCHEDULES = ('cosine', 'tanh', 'step', 'multistep', 'poly', 'constant')
 TRIPLET_FEATURES = ('embedding', 'pre_bn')
-CROSS_TRI_DIRECTIONS = ('to_widest', 'mutual')
 LAST_STRIDES = (1, 2)
-
-
-class ConfigError(ValueError):
-    """A recipe or command line that cannot be trained: unknown keys, wrong types, inconsistent values."""
 
 
 @dataclass
 class TrainConfig:
-    """Every recipe key, with the built-in default recipe's values (Fashion-MNIST, about 10 minutes on 2 CPU cores)."""
+    """Every recipe key, with the main job's values (Fashion-MNIST), and the method's resolved options."""
     # --- model ---
     model: str = 'sfsc_resnet18'  # any registered sfsc_* model
     # start from pretrained weights: those of pretrained_file, else the model's registered ones (the classifier is
@@ -65,56 +65,19 @@ class TrainConfig:
     input_size: List[int] = field(default_factory=lambda: [3, 32, 32])  # C, H, W
     crop_pct: float = 1.0  # eval transform: resize to size / crop_pct, then centre crop
     drop_path_rate: float = 0.0  # stochastic depth rate of the backbone
-    # --- method (docs/open_set.md for sfsc_ce_ens, sfsc_ce, sfsc_exp and sfsc_ipd) ---
-    # sfsc, sfsc_ce_ens, sfsc_ce, sfsc_exp, sfsc_ipd, sfsc_first_reading, sfsc_no_proj, sfsc_no_unc, bct_s,
-    # asymmetric_s, independent, bct, asymmetric
-    # the built-in default recipe keeps the method its published numbers were measured with (README, "The main job")
-    method: str = 'sfsc_first_reading'
-    # the widest width's loss in the evidential sfsc methods: cross_entropy (the public reference's) or uncertainty
-    # (the uncertainty loss, as the narrower widths); null: the method's own (sfsc: cross_entropy; sfsc_first_reading,
-    # sfsc_exp, sfsc_ipd: uncertainty)
-    widest_loss: Optional[str] = None
-    # width priorities of the sfsc methods: uncertainty (pi_w = m u_w / sum_j u_j, the first reading's), relative (the
-    # same ratios, the widest width's weight held at 1, each at most m) or uniform (none: the reference's); null takes
-    # the method's own (sfsc: uniform; sfsc_ce_ens: relative; the other sfsc methods: uncertainty)
-    priority: Optional[str] = None
-    # how the sfsc methods merge the widths' projected gradients of the parameters all widths share: mean (the public
-    # reference's PCGrad) or sum (PCGrad's paper); private BatchNorm parameters keep their own gradient either way;
-    # null: the method's own (sfsc, sfsc_no_proj, sfsc_no_unc: mean; the others: sum)
-    gradient_merge: Optional[str] = None
-    # what the sfsc methods' gradient projection decides over: model (the SFSC paper's: the widths' whole shared
-    # gradients) or layer (each shared parameter tensor on its own); null: the method's own (model)
-    projection_granularity: Optional[str] = None
-    # the uncertainty loss's settings: null takes the method's own (sfsc: softplus evidence, a constant KL weight
-    # 0.0005, the reference's; sfsc_first_reading: softplus, KL weight 1 reached after 10 epochs; sfsc_exp: exp
-    # evidence, no KL term; sfsc_ipd: as sfsc_exp plus in-place distillation; sfsc_ce / sfsc_ce_ens: cross-entropy, exp
-    # evidence for the priorities' uncertainty, lambda_kd 0.5)
-    kl_coef: Optional[float] = None  # weight of the Dirichlet KL term of the uncertainty loss
-    # the KL weight rises linearly to kl_coef over this many epochs; 0: kl_coef from the first step
-    kl_anneal_epochs: Optional[float] = None
-    evidence: Optional[str] = None  # how logits become Dirichlet evidence: softplus or exp
-    # in-place distillation (sfsc_ipd): weight of each narrower width's regression onto the widest width's embedding
-    lambda_align: Optional[float] = None
-    # in-place distillation: weight of KL(teacher's class posterior || each width's): the widest width's into the
-    # narrower ones (sfsc_ce), or all widths' mean into every width (sfsc_ce_ens)
-    lambda_kd: Optional[float] = None
-    # temperature of that distillation (Hinton et al. 2015; the loss is scaled by its square); null: the method's (1)
-    kd_temperature: Optional[float] = None
+    # --- method ---
+    # the training method (train/methods.py): sfsc (the public reference's), sfsc_ce_ens (ours, for many
+    # identities), bct_s, asymmetric_s, independent, bct, asymmetric. Its options go under its name (the keys of
+    # "method options" below); an option of another method is refused
+    method: str = 'sfsc'
     lambda_tri: float = 0.0  # weight of the batch-hard triplet loss (re-ID recipes)
     triplet_margin: float = 0.3  # margin of the batch-hard triplet loss
     # what the triplet loss compares: embedding (the neck's output, what retrieval ranks by) or pre_bn (the neck's
     # Linear output before its BatchNorm, BNNeck's split: the classifier sees the normalised one)
     triplet_feature: str = 'embedding'
-    # the cross-width triplet (docs/open_set.md): weight of a batch-hard triplet loss whose anchors are one width's
-    # embeddings and whose positives and negatives are another width's, margin triplet_margin (the supernet methods:
-    # the sfsc family, bct_s); 0: none
-    lambda_cross_tri: float = 0.0
-    # its pairs: to_widest (each narrower width's anchors against the widest width's detached embeddings: only the
-    # narrower widths learn from it) or mutual (anchors of every width against every other width, both sides trained)
-    cross_tri_direction: str = 'to_widest'
     # how the shared classifier forms its logits in training: linear (W e + b, the SFSC paper's) or cosine
     # (classifier_scale x the cosine between the embedding and each class's weight row: the normalised softmax, Zhai &
-    # Wu 2019; retrieval ranks by cosine). Every method; docs/open_set.md
+    # Wu 2019; retrieval ranks by cosine; measured no better on glyphs, docs/results.md). Every method
     classifier: str = 'linear'
     classifier_scale: Optional[float] = None  # s of the cosine classifier; null: 20 (temperature 0.05)
     # epsilon of every classification loss: cross-entropy's target and the uncertainty loss's expected cross-entropy
@@ -165,9 +128,19 @@ class TrainConfig:
     eval_batch_size: int = 256  # batch size of the validation and final evaluations
     max_nonfinite_steps: int = 5  # stop after this many consecutive skipped (non-finite loss) steps
     progress: bool = True  # show progress bars
+    # not a recipe key: the method's options object (its recipe block), filled by config_from_dict
+    options: Any = field(default=None, repr=False)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe this config is: every key, and the method's options under its name, right after ``method``."""
+        values = {}
+        for f in dataclasses.fields(self):
+            if f.name == 'options':
+                continue
+            values[f.name] = _plain(getattr(self, f.name))
+            if f.name == 'method':
+                values[self.method] = options_dict(self.options) if self.options is not None else {}
+        return values
 
     @property
     def run_dir(self) -> Path:
@@ -175,29 +148,13 @@ class TrainConfig:
         return Path(self.output) if self.output else Path('output') / (self.experiment or DEFAULT_EXPERIMENT)
 
 
-# keys added after runs were saved without them -> the value those runs trained with (a run saved before `sfsc`
-# followed the public reference trained every sfsc method with these); see legacy_key_values
-LEGACY_KEY_VALUES: Dict[str, Any] = dict(widest_loss='uncertainty', gradient_merge='sum')
-
-
-def legacy_key_values(method: Optional[str]) -> Dict[str, Any]:
-    """The values a run of `method` saved without the keys of :data:`LEGACY_KEY_VALUES` trained with: those, except
-    ``widest_loss`` where the method trains every width with one loss (there the method's own value, which is what
-    it always did)."""
-    from .methods import METHODS  # late, as in validate
-    values = dict(LEGACY_KEY_VALUES)
-    step = METHODS.get(method)
-    if step is not None and not step.trains_uncertainty_loss:
-        values['widest_loss'] = step.defaults['widest_loss']
-    return values
-
 # keys that do not change the trained weights: they may differ between a run and its resumption
 RUNTIME_KEYS = frozenset({
     'workers', 'device', 'experiment', 'output', 'eval_every', 'eval_batch_size', 'eval_max_query',
     'eval_max_gallery', 'val_max_query', 'val_max_gallery', 'max_nonfinite_steps', 'progress', 'epochs',
 })
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != 'options'}
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
@@ -244,7 +201,8 @@ def _check_keys(keys, where: str) -> None:
     unknown = sorted(set(keys) - set(_FIELDS))
     if unknown:
         raise ConfigError(
-            f'unknown recipe key(s) in {where}: {", ".join(unknown)}. Valid keys: {", ".join(sorted(_FIELDS))}.')
+            f'unknown recipe key(s) in {where}: {", ".join(unknown)}. Valid keys: {", ".join(sorted(_FIELDS))}, and '
+            'the method\'s options under its name.')
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -265,20 +223,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'recipe key widths={cfg.widths} repeats a width; list each width once.')
     cfg.widths = list(widths)
     if cfg.method not in METHODS:
-        raise ConfigError(f'unknown method {cfg.method!r}; available: {", ".join(sorted(METHODS))}.')
-    method = METHODS[cfg.method]
-    for name, value in method.defaults.items():  # null: the method's own setting
-        if getattr(cfg, name) is None:
-            setattr(cfg, name, value)
-    for key in ('lambda_align', 'lambda_kd'):
-        if getattr(cfg, key) > 0 and not method.aligns_widths:
-            aligning = _methods_where('aligns_widths')
-            raise ConfigError(f'{key} applies to the method(s) {", ".join(aligning)}, not to {cfg.method}; set '
-                              f'{key}: 0 or null, or choose one of those methods.')
-    choices = dict(priority=PRIORITIES, projection_granularity=PROJECTION_GRANULARITIES, sampler=SAMPLERS,
-                   amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS, evidence=EVIDENCE_FUNCTIONS, sched=SCHEDULES,
-                   triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES, classifier=CLASSIFIERS,
-                   cross_tri_direction=CROSS_TRI_DIRECTIONS, widest_loss=WIDEST_LOSSES, gradient_merge=MERGES)
+        raise ConfigError(f'unknown method {cfg.method!r}; available: {", ".join(METHODS)}.')
+    options_class = METHODS[cfg.method].options_class
+    if not isinstance(cfg.options, options_class):
+        raise ConfigError(f'method {cfg.method} takes {options_class.__name__}, got {type(cfg.options).__name__}; '
+                          'build the config with config_from_dict.')
+    choices = dict(sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS, sched=SCHEDULES,
+                   triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES, classifier=CLASSIFIERS)
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f'recipe key {name}={getattr(cfg, name)!r}; allowed: {", ".join(map(str, allowed))}.')
@@ -294,19 +245,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ('max_train', 'val_max_query', 'val_max_gallery', 'eval_max_query', 'eval_max_gallery', 'embed_dim'):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f'recipe key {name} must be >= 1 or null (all), got {getattr(cfg, name)}.')
-    for name in ('lr', 'kl_coef', 'lambda_tri', 'lambda_cross_tri', 'lambda_align', 'lambda_kd', 'weight_decay',
-                 'warmup_lr', 'min_lr', 'momentum', 'hflip', 're_prob', 'label_smoothing', 'drop_path_rate', 'crop_pct',
-                 'workers', 'warmup_epochs'):
+    for name in ('lr', 'lambda_tri', 'weight_decay', 'warmup_lr', 'min_lr', 'momentum', 'hflip', 're_prob',
+                 'label_smoothing', 'drop_path_rate', 'crop_pct', 'workers', 'warmup_epochs'):
         value = getattr(cfg, name)
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f'recipe key {name} must be a finite number >= 0, got {value}.')
-    if not (math.isfinite(cfg.kd_temperature) and cfg.kd_temperature > 0):
-        raise ConfigError(f'recipe key kd_temperature must be a finite number > 0 (1: the posteriors as they are), '
-                          f'got {cfg.kd_temperature}.')
-    if cfg.kd_temperature != 1 and cfg.lambda_kd == 0:
-        raise ConfigError(f'recipe key kd_temperature={cfg.kd_temperature:g} has no effect: there is no distillation '
-                          f'(lambda_kd is 0 for {cfg.method}); set lambda_kd > 0 on sfsc_ce / sfsc_ce_ens, or '
-                          'kd_temperature: null.')
     if cfg.classifier == 'cosine':
         if cfg.classifier_scale is None:
             cfg.classifier_scale = DEFAULT_COSINE_SCALE
@@ -317,27 +260,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f'recipe key classifier_scale={cfg.classifier_scale:g} has no effect: it scales the cosine '
                           f'classifier, and classifier is {cfg.classifier!r}; set classifier: cosine, or '
                           'classifier_scale: null.')
-    if cfg.lambda_cross_tri > 0 and not method.trains_cross_width_triplet:
-        supporting = _methods_where('trains_cross_width_triplet')
-        raise ConfigError(f'lambda_cross_tri applies to the supernet method(s) {", ".join(supporting)}, not to '
-                          f'{cfg.method}; set lambda_cross_tri: 0, or choose one of those methods.')
-    if cfg.cross_tri_direction != 'to_widest' and cfg.lambda_cross_tri == 0:
-        raise ConfigError(f'recipe key cross_tri_direction={cfg.cross_tri_direction!r} has no effect: there is no '
-                          'cross-width triplet (lambda_cross_tri is 0); set lambda_cross_tri > 0, or '
-                          'cross_tri_direction: to_widest.')
-    if cfg.widest_loss != method.defaults['widest_loss'] and not method.trains_uncertainty_loss:
-        raise ConfigError(f'recipe key widest_loss={cfg.widest_loss!r} has no effect: {cfg.method} trains every width '
-                          f'with the same loss; choose one of {", ".join(_methods_where("trains_uncertainty_loss"))}, '
-                          'or set widest_loss: null.')
-    if cfg.gradient_merge != method.defaults['gradient_merge'] and not method.merges_width_gradients:
-        merging = _methods_where('merges_width_gradients')
-        raise ConfigError(f'recipe key gradient_merge={cfg.gradient_merge!r} has no effect: {cfg.method} sums one loss '
-                          f'over the widths; choose one of {", ".join(merging)}, or set gradient_merge: null.')
-    if cfg.projection_granularity != 'model' and not method.projects_gradients:
-        projecting = _methods_where('projects_gradients')
-        raise ConfigError(f'recipe key projection_granularity={cfg.projection_granularity!r} has no effect: '
-                          f'{cfg.method} does not project gradients; choose one of {", ".join(projecting)}, or set '
-                          'projection_granularity: null.')
     if not 0 < cfg.val_fraction < 1:
         raise ConfigError(f'recipe key val_fraction must be in (0, 1), got {cfg.val_fraction}.')
     if cfg.sampler == 'pk' and cfg.batch_size != cfg.pk_p * cfg.pk_k:
@@ -354,12 +276,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.batch_size < 2:
         raise ConfigError('batch_size must be >= 2: BatchNorm needs more than one sample per batch.')
     return cfg
-
-
-def _methods_where(flag: str) -> List[str]:
-    """The registered methods whose step class sets the attribute `flag` (e.g. ``projects_gradients``), by name."""
-    from .methods import METHODS  # late, as in validate
-    return sorted(name for name, method in METHODS.items() if getattr(method, flag))
 
 
 def check_pretrained_file(cfg: TrainConfig) -> None:
@@ -394,10 +310,48 @@ def _check_optimizer(name: str) -> None:
                           'python -c "import timm.optim; print(timm.optim.list_optimizers())").')
 
 
-def config_from_dict(values: Dict[str, Any], where: str = 'config') -> TrainConfig:
-    """A validated config from a (partial) dict of recipe keys."""
+def config_from_dict(values: Mapping[str, Any], where: str = 'config') -> TrainConfig:
+    """A validated config from a (partial) mapping of recipe keys.
+
+    The method's options come from its block (``values[method]``) with any option given as a top-level key (the
+    command line's ``--lambda-kd``) over it; blocks of other methods are checked and otherwise ignored.
+
+    Raises:
+        ConfigError: an unknown key or method, an option the method does not have, a bad value.
+    """
+    from .methods import METHODS  # late: the methods import torch-heavy modules
+
+    values = dict(values)
+    name = values.get('method', _FIELDS['method'].default)
+    if name not in METHODS:
+        raise ConfigError(f'unknown method {name!r} in {where}; available: {", ".join(METHODS)}.')
+    blocks = {key: values.pop(key) for key in list(values) if key in METHODS}
+    given = {key: values.pop(key) for key in list(values) if key in option_names() and key not in _FIELDS}
     _check_keys(values, where)
-    return validate(TrainConfig(**values))
+    for other, block in blocks.items():
+        if other != name:  # a typo in another method's block is named now, not when that method is chosen
+            build_options(METHODS[other].options_class, block or {}, where=f'{where}: {other}')
+    own = dict(blocks.get(name) or {})
+    if not isinstance(blocks.get(name) or {}, Mapping):
+        raise ConfigError(f'{where}: {name} must be a mapping of option: value, got {type(blocks[name]).__name__}.')
+    method = METHODS[name]
+    for key in given:
+        if key not in options_fields(method.options_class):
+            having = [m for m, entry in METHODS.items() if key in options_fields(entry.options_class)]
+            raise ConfigError(f'{key} is not an option of method {name} (its options: '
+                              f'{", ".join(options_fields(method.options_class)) or "none"}); it is one of '
+                              f'{", ".join(having)}. Leave it out, or choose one of those methods.')
+    options = build_options(method.options_class, {**own, **given}, where=f'method {name}', base=method.options)
+    return validate(TrainConfig(**values, options=options))
+
+
+def option_names() -> List[str]:
+    """Every option of every registered method, each once (the command line's flags for them)."""
+    from .methods import METHODS  # late, as in config_from_dict
+    names: Dict[str, None] = {}
+    for method in METHODS.values():
+        names.update(dict.fromkeys(options_fields(method.options_class)))
+    return list(names)
 
 
 def load_recipe(path: Union[str, Path]) -> Dict[str, Any]:
@@ -420,7 +374,13 @@ def load_recipe(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f'recipe {path} is not a text file; pass a YAML recipe.') from None
     if not isinstance(values, dict):
         raise ConfigError(f'recipe {path} must be a YAML mapping of key: value, got {type(values).__name__}.')
-    _check_keys(values, str(path))
+    from .methods import METHODS  # late, as in config_from_dict
+    method = values.get('method', _FIELDS['method'].default)
+    for key in values:
+        if key in option_names() and key not in _FIELDS:
+            raise ConfigError(f'recipe {path}: {key} is an option of the method; write it under the method\'s name '
+                              f'({method}:\n  {key}: {values[key]}).')
+    _check_keys([key for key in values if key not in METHODS], str(path))
     return values
 
 
@@ -459,7 +419,35 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             group.add_argument(*flags, dest=name, type=_parse_none(hint) if optional else hint,
                                default=argparse.SUPPRESS, help=text)
+    _add_option_arguments(parser)
     return parser
+
+
+def _add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per method option, grouped by the algorithm whose options class holds it."""
+    from .methods import METHODS  # late, as in config_from_dict
+    by_class: Dict[type, List[str]] = {}
+    for name, method in METHODS.items():
+        by_class.setdefault(method.options_class, []).append(name)
+    added = set(_FIELDS)
+    for cls, names in by_class.items():
+        fields = [f for f in dataclasses.fields(cls) if f.name not in added]
+        if not fields:
+            continue
+        group = parser.add_argument_group(f'method options of {", ".join(names)} (in a recipe: under the method\'s '
+                                          'name)')
+        comments, hints = key_comments(cls), typing.get_type_hints(cls)
+        for f in fields:
+            added.add(f.name)
+            values = '; '.join(f'{name}: {getattr(METHODS[name].options, f.name)}' for name in names)
+            text = f'{comments.get(f.name, "")} ({values})'.lstrip().replace('%', '%%')
+            flags = [f'--{f.name.replace("_", "-")}'] + ([f'--{f.name}'] if '_' in f.name else [])
+            hint = hints[f.name]
+            if typing.get_origin(hint) is typing.Literal:
+                group.add_argument(*flags, dest=f.name, choices=typing.get_args(hint), default=argparse.SUPPRESS,
+                                   help=text)
+            else:
+                group.add_argument(*flags, dest=f.name, type=hint, default=argparse.SUPPRESS, help=text)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Any], argparse.Namespace]:
@@ -476,16 +464,37 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Any], ar
         given.update(load_recipe(args.config))
         if given.get('experiment') is None:
             given['experiment'] = Path(args.config).stem
-    given.update({k: v for k, v in vars(args).items() if k in _FIELDS})
+    options = set(option_names())
+    given.update({k: v for k, v in vars(args).items() if k in _FIELDS or k in options})
     extra = argparse.Namespace(config=args.config, resume=args.resume, stop_after=args.stop_after)
     return given, extra
 
 
 def config_differences(saved: Dict[str, Any], current: Dict[str, Any],
                        ignore=RUNTIME_KEYS) -> List[Tuple[str, Any, Any]]:
-    """Keys (outside `ignore`) whose values differ: ``(key, saved value, current value)``."""
+    """Keys (outside `ignore`) whose values differ: ``(key, saved value, current value)``; a method's options are
+    compared one by one, as ``METHOD.OPTION``, when both name the same method (else ``method`` alone differs)."""
+    if saved.get('method') != current.get('method'):
+        saved = {k: v for k, v in saved.items() if k != saved.get('method')}
+        current = {k: v for k, v in current.items() if k != current.get('method')}
+    saved, current = _flat(saved), _flat(current)
     keys = sorted((set(saved) | set(current)) - set(ignore))
     return [(k, saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)]
+
+
+def _flat(values: Mapping[str, Any]) -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update({f'{key}.{option}': v for option, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    """A field value as YAML and JSON write it (dataclasses.asdict's deep copy, for the lists)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def save_config(cfg: TrainConfig, path: Union[str, Path]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from .checkpointing import TRAINING_STATE_NAME, load_training_state
+from .legacy import upgrade_saved_recipe
 from .methods import METHODS
 
 __all__ = ['RUN_FILES', 'RunStatus', 'run_files', 'run_status', 'export_matches']
@@ -60,8 +61,11 @@ def export_matches(run_dir: Union[str, Path], config: Dict[str, Any]) -> bool:
     except (OSError, ValueError):
         return False
     recipe = metrics.get('recipe') if isinstance(metrics, dict) else None
-    return isinstance(recipe, dict) and recipe.get('epochs') == config.get('epochs') \
-        and recipe.get('method') == config.get('method')
+    if not isinstance(recipe, dict):
+        return False
+    # a run exported before the methods took options names a method that may be an option value now
+    return recipe.get('epochs') == config.get('epochs') \
+        and upgrade_saved_recipe(recipe).get('method') == upgrade_saved_recipe(config).get('method')
 
 
 def run_status(run_dir: Union[str, Path], state: Optional[Dict[str, Any]] = None) -> RunStatus:
@@ -72,8 +76,8 @@ def run_status(run_dir: Union[str, Path], state: Optional[Dict[str, Any]] = None
         if not (last / TRAINING_STATE_NAME).is_file():
             return RunStatus(run_dir)
         state = load_training_state(last)
-    config = state['config']
+    config = upgrade_saved_recipe(state['config'])
     method = METHODS.get(config.get('method'))
-    stages = method.num_stages if method is not None else 1
+    stages = method.step.num_stages if method is not None else 1
     return RunStatus(run_dir, trained_epochs=int(state['epoch']), total_epochs=int(config['epochs']) * stages,
                      exported=export_matches(run_dir, config))

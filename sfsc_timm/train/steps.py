@@ -1,8 +1,10 @@
-""" One optimisation step per training method; the trainer's loop only ever calls ``step(images, labels, epoch)``.
+""" The training steps: one class per algorithm; the trainer's loop only ever calls ``step(images, labels, epoch)``.
 
-A method is a :class:`TrainStep` subclass registered under its recipe name with :func:`register_method`. It builds its
-own optimizer (the scheduler drives ``step.optimizer``) and returns a :class:`StepResult`. New baselines (independent,
-bct, asymmetric, asymmetric_s) are new subclasses; the loop does not change.
+A step class is an algorithm; its ``options_class`` types the settings that differ between the methods built on it
+(:mod:`.options`), and :mod:`.methods` registers each method as the class with its own option values. The step builds
+its own optimizer (the scheduler drives ``step.optimizer``) and returns a :class:`StepResult`. This module holds the
+base class, the SFSC step (the supernet with projected per-width gradients) and the base of the summed-loss steps;
+:mod:`.baselines` the SFSC paper's comparison methods.
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -22,10 +24,9 @@ from ..models import ModelKind, model_kind
 from ..optim import GradientProjection, count_layer_conflicts
 from .distributed import DistInfo, all_reduce_grads, all_reduce_mean_, any_rank
 from .params import shared_params, width_gradient_supports
-from .registry import METHODS, register_method
+from .options import IndependentOptions, SFSCOptions
 
-__all__ = ['StepResult', 'WidthOutput', 'TrainStep', 'SFSCStep', 'SFSCFirstReadingStep', 'SFSCNoProjectionStep',
-           'SFSCNoUncertaintyStep', 'SummedLossStep', 'BCTSharedStep', 'METHODS', 'register_method']
+__all__ = ['StepResult', 'WidthOutput', 'TrainStep', 'SFSCStep', 'SummedLossStep']
 
 
 @dataclass
@@ -74,32 +75,23 @@ class TrainStep:
 
     Args:
         net: A switchable supernet with a classifier (``num_classes > 0``).
-        cfg: The resolved TrainConfig.
+        cfg: The resolved TrainConfig; ``cfg.options`` is an instance of the class's ``options_class``.
         dist_info: Rank / world size / device.
     """
 
     network = 'supernet'  # or 'model_set': one static model per width (sfsc_timm.models.ModelSet)
     num_stages = 1  # methods that train the full model first, then the others, have 2 (epochs are per stage)
-    # recipe keys left null take these: the project's first reading of the SFSC paper
-    # (docs/design.md, "The SFSC step"): every width the uncertainty loss with softplus evidence and a KL weight 1
-    # reached after 10 epochs, uncertainty priorities, the projected gradients summed; no in-place distillation.
-    # `sfsc` overrides five of them with the public reference's settings; the methods that grew from the first
-    # reading keep them
-    defaults: Dict[str, object] = dict(evidence='softplus', kl_coef=1.0, kl_anneal_epochs=10.0, lambda_align=0.0,
-                                       lambda_kd=0.0, kd_temperature=1.0, priority='uncertainty',
-                                       projection_granularity='model', widest_loss='uncertainty',
-                                       gradient_merge='sum')
-    aligns_widths = False  # whether lambda_align / lambda_kd (in-place distillation) mean anything to this method
-    projects_gradients = False  # whether projection_granularity means anything to this method
-    trains_cross_width_triplet = False  # whether lambda_cross_tri means anything to this method (the supernet ones)
-    trains_uncertainty_loss = False  # whether widest_loss means anything to this method (the evidential sfsc ones)
-    merges_width_gradients = False  # whether gradient_merge means anything (the sfsc methods' GradientProjection)
+    options_class: type = IndependentOptions  # the dataclass of the algorithm's options (train/options.py)
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         if not getattr(net, 'num_classes', 0):
             raise ValueError('the network needs a classifier (num_classes > 0) to be trained.')
         self.net = net
         self.cfg = cfg
+        if not isinstance(cfg.options, self.options_class):
+            raise TypeError(f'{type(self).__name__} takes {self.options_class.__name__}, got '
+                            f'{type(cfg.options).__name__}: build the config with config_from_dict.')
+        self.options = cfg.options
         self.dist = dist_info
         # widest first (docs/design.md, "The SFSC step")
         self.widths: Tuple[float, ...] = tuple(sorted(net.widths, reverse=True))
@@ -174,10 +166,10 @@ class TrainStep:
         gradients, reading each only on its own width's block).
         """
         terms: List[Optional[torch.Tensor]] = [None] * len(outs)
-        weight, margin = self.cfg.lambda_cross_tri, self.cfg.triplet_margin
+        weight, margin = self.options.lambda_cross_tri, self.cfg.triplet_margin
         if weight == 0 or len(outs) < 2:
             return terms
-        if self.cfg.cross_tri_direction == 'to_widest':
+        if self.options.cross_tri_direction == 'to_widest':
             widest = outs[0].embedding.detach()
             terms[1:] = [weight * cross_batch_hard_triplet(out.embedding, widest, labels, margin) for out in outs[1:]]
             return terms
@@ -229,51 +221,42 @@ class TrainStep:
             self.scaler.load_state_dict(state['scaler'])
 
 
-@register_method('sfsc')
 class SFSCStep(TrainStep):
-    """SFSC as the public reference implementation's loss and projection code compute it
-    (docs/design.md, "The SFSC step", says which part comes from the SFSC paper, which from the reference and which
-    is ours, and where the reference's shipped commands train otherwise).
+    """The SFSC step: the supernet, one backward per width, each width's gradient of the shared parameters projected
+    against the others' (PCGrad) and merged; private BatchNorm parameters (one width's) keep their own gradient.
 
-    Per width, widest first, through the shared head (+ triplet): the widest width's loss is softmax cross-entropy
-    (``widest_loss``), each narrower width's the SFSC paper's uncertainty-based compatible loss with softplus evidence
-    and a constant KL weight 0.0005 (``kl_coef``, ``kl_anneal_epochs: 0``). No priority multipliers
-    (``priority: uniform``): the evidential loss's own gradient weights the widths. One backward per width, each
-    collected by GradientProjection, which projects conflicting shared gradients (PCGrad) and merges them by their
-    mean (``gradient_merge``). Private BatchNorm parameters (one width's) keep their own gradient.
+    Per width, widest first, through the shared head (+ triplet): the widest width's loss (``widest_loss``) and each
+    narrower width's (``width_loss``) is the SFSC paper's uncertainty-based compatible loss or cross-entropy; the
+    width priorities (``priority``) weight them, the distillation and cross-width triplet terms join them. Method
+    ``sfsc`` holds the public reference implementation's values (docs/design.md, "The SFSC step", says which part
+    comes from the SFSC paper, which from the reference and which is ours); ``sfsc_ce_ens`` this project's remedy for
+    many identities (docs/open_set.md).
     """
-    defaults = dict(TrainStep.defaults, widest_loss='cross_entropy', kl_coef=0.0005, kl_anneal_epochs=0.0,
-                    priority='uniform', gradient_merge='mean')
-    use_uncertainty = True
-    projection_mode = 'pcgrad'
-    projects_gradients = True
-    trains_cross_width_triplet = True
-    trains_uncertainty_loss = True
-    merges_width_gradients = True
+    options_class = SFSCOptions
 
     def __init__(self, net: nn.Module, cfg, dist_info: DistInfo):
         super().__init__(net, cfg, dist_info)
-        self.uncertainty_loss = UncertaintyCompatibleLoss(cfg.kl_coef, cfg.kl_anneal_epochs, evidence=cfg.evidence,
+        options = self.options
+        self.uncertainty_loss = UncertaintyCompatibleLoss(options.kl_coef, options.kl_anneal_epochs,
+                                                          evidence=options.evidence,
                                                           label_smoothing=cfg.label_smoothing)
-        self.lambda_align = cfg.lambda_align
-        self.lambda_kd = cfg.lambda_kd
-        self.kd_temperature = cfg.kd_temperature
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         inner = super().create_optimizer()
         # the projection order is drawn from its own generator, so runs (and resumed runs) are reproducible
         generator = torch.Generator().manual_seed(self.cfg.seed)
+        options = self.cfg.options
         # a narrow width's gradient lives in the leading block of each shared weight: the projection reads only that
         return GradientProjection(inner, shared_params(self.net), num_tasks=len(self.widths), generator=generator,
-                                  projection_mode=self.projection_mode,
+                                  projection_mode='pcgrad' if options.projection == 'pcgrad' else 'sum',
                                   supports=width_gradient_supports(self.net, self.widths),
-                                  granularity=self.cfg.projection_granularity, merge=self.cfg.gradient_merge)
+                                  granularity=options.projection_granularity, merge=options.gradient_merge)
 
     def width_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float
                      ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
         """Every width's loss (own loss plus distillation and the cross-width triplet, before its priority) and detached
-        mean uncertainty (or None), widest first. All forwards come first: the priorities need every width's
-        uncertainty, and the distillation's teacher and the cross-width triplet need other widths' outputs."""
+        mean uncertainty, widest first. All forwards come first: the priorities need every width's uncertainty, and
+        the distillation's teacher and the cross-width triplet need other widths' outputs."""
         outs = [self.forward_width(width, images) for width in self.widths]
         losses, uncertainties = [], []
         crosses = self.cross_width_triplets(outs, labels)
@@ -285,13 +268,12 @@ class SFSCStep(TrainStep):
 
     def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float, widest: bool = False
                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(the width's loss on the labels, its detached mean uncertainty or None): the uncertainty loss (+ triplet),
-        or cross-entropy (+ triplet) for the ablation without it and, with ``widest_loss: cross_entropy``, for the
-        widest width, whose uncertainty is then read from its logits' evidence (the priorities may need it)."""
-        if not self.use_uncertainty:
-            return self.classification_loss(out, labels), None
-        if widest and self.cfg.widest_loss == 'cross_entropy':
-            alpha = evidence_to_alpha(out.logits.detach().float(), self.cfg.evidence)
+        """(the width's loss on the labels, its detached mean uncertainty): the uncertainty loss (+ triplet), or
+        cross-entropy (+ triplet), whose uncertainty is then read from the logits' evidence (the priorities may need
+        it)."""
+        options = self.options
+        if (options.widest_loss if widest else options.width_loss) == 'cross_entropy':
+            alpha = evidence_to_alpha(out.logits.detach().float(), options.evidence)
             return self.classification_loss(out, labels), dirichlet_uncertainty(alpha).mean()
         evidential = self.uncertainty_loss(out.logits, labels, epoch)
         extra = self.metric_loss(out, labels)
@@ -299,30 +281,38 @@ class SFSCStep(TrainStep):
 
     def posterior_teacher(self, outs: List[WidthOutput]) -> Tuple[torch.Tensor, int]:
         """(the detached teacher logits the ``lambda_kd`` term distils at ``kd_temperature``, the first width that
-        distils them): the widest width's, into the narrower ones (Yu & Huang 2019)."""
-        return outs[0].logits.detach(), 1
+        distils them): ``kd_teacher: widest``, the widest width's, into the narrower ones (Yu & Huang 2019);
+        ``ensemble``, the mean class posterior of all widths, into every width (online ensemble distillation, Lan et
+        al. 2018, Guo et al. 2020)."""
+        if self.options.kd_teacher == 'widest':
+            return outs[0].logits.detach(), 1
+        t = self.options.kd_temperature
+        with torch.no_grad():  # mean of the widths' posteriors at temperature t, as logits: softmax(t log p / t) = p
+            probs = torch.stack([(out.logits.float() / t).softmax(-1) for out in outs])
+            return t * probs.mean(0).clamp_min(1e-12).log(), 0
 
     def distillation_losses(self, outs: List[WidthOutput]) -> List[Optional[torch.Tensor]]:
         """Each width's in-place distillation term (None: none), given every width's forward pass, widest first:
         ``lambda_align`` x the narrower widths' cosine regression onto the widest width's detached embedding, and
         ``lambda_kd`` x KL of the :meth:`posterior_teacher`'s class posterior."""
         terms: List[Optional[torch.Tensor]] = [None] * len(outs)
-        if self.lambda_align > 0:
-            terms[1:] = [self.lambda_align * embedding_regression(out.embedding, outs[0].embedding.detach())
+        options = self.options
+        if options.lambda_align > 0:
+            terms[1:] = [options.lambda_align * embedding_regression(out.embedding, outs[0].embedding.detach())
                          for out in outs[1:]]
-        if self.lambda_kd > 0:
+        if options.lambda_kd > 0:
             teacher, first = self.posterior_teacher(outs)
             for i in range(first, len(outs)):
-                kd = self.lambda_kd * posterior_distillation(outs[i].logits, teacher, self.kd_temperature)
+                kd = options.lambda_kd * posterior_distillation(outs[i].logits, teacher, options.kd_temperature)
                 terms[i] = kd if terms[i] is None else terms[i] + kd
         return terms
 
-    def priorities(self, uncertainties: List[Optional[torch.Tensor]]) -> torch.Tensor:
+    def priorities(self, uncertainties: List[torch.Tensor]) -> torch.Tensor:
         """pi_w from the mean uncertainties, averaged over ranks first so every rank weights the widths alike."""
-        if not self.use_uncertainty or self.cfg.priority == 'uniform':
+        if self.options.priority == 'uniform':
             return torch.ones(len(self.widths))
         u = torch.stack([x.float() for x in uncertainties])
-        return width_priorities(all_reduce_mean_(u), mode=self.cfg.priority).cpu()
+        return width_priorities(all_reduce_mean_(u), mode=self.options.priority).cpu()
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> StepResult:
         opt: GradientProjection = self.optimizer
@@ -348,100 +338,6 @@ class SFSCStep(TrainStep):
                           uncertainties=[float(u) for u in uncertainties if u is not None],
                           layer_pairs=layer_pairs, layer_conflicts=layer_conflicts,
                           layer_conflicts_widest=layer_conflicts_widest)
-
-
-@register_method('sfsc_first_reading')
-class SFSCFirstReadingStep(SFSCStep):
-    """The project's first reading of the SFSC paper, kept for the record (docs/open_set.md): every width, the widest
-    included, takes the uncertainty loss with a KL weight 1 reached after 10 epochs; priorities
-    ``pi_w = m * u_w / sum_j u_j``; the projected gradients summed. On hundreds of identities it collapses."""
-    defaults = TrainStep.defaults
-
-
-@register_method('sfsc_exp')
-class SFSCExpEvidenceStep(SFSCFirstReadingStep):
-    """SFSC for identities never seen in training (docs/open_set.md): the SFSC paper's priorities and gradient
-    projection, with the uncertainty loss made to work with hundreds of classes.
-
-    Two changes to ``sfsc``, each a recipe key so each can be ablated alone: exp evidence instead of softplus
-    (``evidence: exp``; with C classes softplus needs logits in the hundreds before ``u = C / S`` leaves 1) and no
-    KL term (``kl_coef: 0``; the KL toward the flat Dirichlet pulls every non-target evidence to zero, which with
-    hundreds of classes removes the evidence of the target too). Measured in ``benchmarks/evidential_scaling.py``.
-    """
-    defaults = dict(SFSCFirstReadingStep.defaults, evidence='exp', kl_coef=0.0)
-
-
-@register_method('sfsc_ipd')
-class SFSCInPlaceDistillationStep(SFSCStep):
-    """``sfsc_exp`` plus in-place distillation (``lambda_align: 1``, Yu & Huang 2019, Universally Slimmable Networks):
-    every narrower width also regresses the widest width's detached embedding (docs/open_set.md).
-    """
-    defaults = dict(SFSCExpEvidenceStep.defaults, lambda_align=1.0)
-    aligns_widths = True
-
-
-@register_method('sfsc_ce')
-class SFSCCrossEntropyStep(SFSCFirstReadingStep):
-    """SFSC for identities never seen in training (docs/open_set.md): the SFSC paper's uncertainty priorities and
-    gradient projection, each width's loss the prior-free Dirichlet's log marginal likelihood, and in-place
-    distillation of the widest width's class posterior into the narrower ones.
-
-    * With evidence ``exp(z)`` and no ``+ 1``, ``Dir(alpha = exp(z))`` gives the label the marginal likelihood
-      ``alpha_y / S``; its negative log (Sensoy et al. 2018's Type-II maximum likelihood) is softmax cross-entropy.
-      The ``+ 1`` prior is what costs the evidential forms on unseen identities: the target's pull vanishes as its
-      logit falls (0.03 at ``z_y = -4`` against 1.0 for cross-entropy, ``benchmarks/target_pull.py``), so hard
-      examples stop being learnt.
-    * The uncertainty stays where the SFSC paper uses it, in the priorities: ``u = C / S`` of ``Dir(exp(z) + 1)``, the
-      same logits' evidence with the flat prior (as in ``sfsc_exp``).
-    * ``lambda_kd: 0.5``: each narrower width also matches the widest width's detached class posterior (KL at
-      temperature 1, Yu & Huang 2019), which lifts the narrowest width and closes the cross-width gap.
-    """
-    defaults = dict(SFSCFirstReadingStep.defaults, evidence='exp', kl_coef=0.0, lambda_kd=0.5)
-    aligns_widths = True
-    trains_uncertainty_loss = False  # cross-entropy at every width
-
-    def own_loss(self, out: WidthOutput, labels: torch.Tensor, epoch: float, widest: bool = False
-                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        alpha = evidence_to_alpha(out.logits.detach().float(), self.cfg.evidence)
-        # label smoothing and the triplet term as in every method
-        return self.classification_loss(out, labels), dirichlet_uncertainty(alpha).mean()
-
-
-@register_method('sfsc_ce_ens')
-class SFSCCrossEntropyEnsembleStep(SFSCCrossEntropyStep):
-    """``sfsc_ce`` whose distillation teacher is the ensemble of all widths rather than the widest one, with the
-    priorities relative to the widest width (docs/open_set.md, "Where the full width's accuracy goes").
-
-    * Every width, the widest included, matches the detached mean class posterior of all widths (``lambda_kd``;
-      online ensemble distillation, Lan et al. 2018, Guo et al. 2020): the narrow widths still learn from the wider
-      ones, and the widest width no longer only gives, it also takes the ensemble's softer targets.
-    * ``priority: relative``: the SFSC paper's priority ratios ``u_w / u_widest`` with the widest width's weight held
-      at 1, so that raising the narrow widths' weight does not lower the full width's (the paper's normalisation to
-      sum ``m`` gives it about 0.9).
-    """
-    defaults = dict(SFSCCrossEntropyStep.defaults, priority='relative')
-
-    def posterior_teacher(self, outs: List[WidthOutput]) -> Tuple[torch.Tensor, int]:
-        t = self.kd_temperature
-        with torch.no_grad():  # mean of the widths' posteriors at temperature t, as logits: softmax(t log p / t) = p
-            probs = torch.stack([(out.logits.float() / t).softmax(-1) for out in outs])
-            return t * probs.mean(0).clamp_min(1e-12).log(), 0
-
-
-@register_method('sfsc_no_proj')
-class SFSCNoProjectionStep(SFSCStep):
-    """Ablation of ``sfsc``: its losses, but the per-width gradients are merged (``gradient_merge``), not projected."""
-    projection_mode = 'sum'
-    projects_gradients = False
-
-
-@register_method('sfsc_no_unc')
-class SFSCNoUncertaintyStep(SFSCStep):
-    """Ablation: cross-entropy through the shared classifier at every width (uniform priorities), with gradient
-    projection; with ``sfsc``'s mean merge it is what the public reference's SFSC commands train
-    (``SNET.USE_SFSC_LOSS False``, docs/open_set.md)."""
-    use_uncertainty = False
-    trains_uncertainty_loss = False
 
 
 class SummedLossStep(TrainStep):
@@ -483,19 +379,6 @@ class SummedLossStep(TrainStep):
             self.optimizer.step()
         return StepResult(loss=float(values.sum()), width_losses=width_losses,
                           priorities=[0.0 if loss is None else 1.0 for loss in losses])
-
-
-@register_method('bct_s')
-class BCTSharedStep(SummedLossStep):
-    """Baseline ``bct_s``: the supernet, cross-entropy of every width through the shared classifier (+ the cross-width
-    triplet when a recipe asks for it), losses summed, one backward, the plain optimizer (no uncertainty, no
-    projection)."""
-    trains_cross_width_triplet = True
-
-    def batch_losses(self, images: torch.Tensor, labels: torch.Tensor, epoch: float) -> List[Optional[torch.Tensor]]:
-        outs = [self.forward_width(w, images) for w in self.widths]
-        return [_plus(self.classification_loss(out, labels), cross)
-                for out, cross in zip(outs, self.cross_width_triplets(outs, labels))]
 
 
 def _copy_grouped(destinations: List[torch.Tensor], sources: List[torch.Tensor]) -> None:

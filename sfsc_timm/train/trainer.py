@@ -60,7 +60,7 @@ def create_model(cfg: TrainConfig, num_classes: int, label_names: Optional[List[
     if cfg.last_stride != 2:  # passed only when changed: 2 is every backbone's own, and not every model takes the key
         kwargs['last_stride'] = cfg.last_stride
     try:
-        if METHODS[cfg.method].network == 'model_set':
+        if METHODS[cfg.method].step.network == 'model_set':
             kwargs.pop('widths')  # every member is built with the recipe's widths by ModelSet.create
             return ModelSet.create(cfg.model, cfg.widths, **kwargs)
         return timm.create_model(cfg.model, **kwargs)
