@@ -324,7 +324,11 @@ def config_from_dict(values: Mapping[str, Any], where: str = 'config') -> TrainC
     values = dict(values)
     name = values.get('method', _FIELDS['method'].default)
     if name not in METHODS:
-        raise ConfigError(f'unknown method {name!r} in {where}; available: {", ".join(METHODS)}.')
+        from .legacy import LEGACY_METHODS
+        hint = (f' {name} is a preset of the published tables now: `python benchmarks/experiments/train.py` takes it, '
+                f'or write method {LEGACY_METHODS[name][0]} with its options (docs/design.md, "Methods and their '
+                'options").' if name in LEGACY_METHODS else '')
+        raise ConfigError(f'unknown method {name!r} in {where}; available: {", ".join(METHODS)}.{hint}')
     blocks = {key: values.pop(key) for key in list(values) if key in METHODS}
     given = {key: values.pop(key) for key in list(values) if key in option_names() and key not in _FIELDS}
     _check_keys(values, where)

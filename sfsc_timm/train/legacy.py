@@ -39,8 +39,9 @@ LEGACY_METHODS: Dict[str, Tuple[str, Dict[str, Any]]] = {
 
 
 def upgrade_saved_recipe(saved: Mapping[str, Any]) -> Dict[str, Any]:
-    """A saved recipe in today's form: unchanged when its options are already under its method's name; a flat one
-    with its method renamed where it became options, and the options it trained with under that name.
+    """A saved recipe in today's form: unchanged when its options are already under a registered method's name; a
+    flat one, or one of a former method that is a preset of the tables now and not registered, with its method
+    renamed where it became options, and the options it trained with under that name.
 
     The flat form saved every setting, those its method ignored too: only the options of today's method are kept.
     A method name that is neither today's nor a former one is left for the config to refuse.
@@ -48,7 +49,15 @@ def upgrade_saved_recipe(saved: Mapping[str, Any]) -> Dict[str, Any]:
     from .methods import METHODS  # late: the methods import torch-heavy modules
     values = dict(saved)
     name = values.get('method')
-    if isinstance(values.get(name), Mapping) or name not in LEGACY_METHODS:
+    if name not in LEGACY_METHODS:
+        return values
+    if isinstance(values.get(name), Mapping):
+        if name in METHODS:
+            return values
+        # a run of a tables' preset (benchmarks/experiments/methods.py) resumed without it: its block holds every
+        # option, so it is today's method with those options
+        method = LEGACY_METHODS[name][0]
+        values.update({'method': method, method: values.pop(name)})
         return values
     flat = {**_MISSING_KEY_VALUES, **{key: values.pop(key) for key in FLAT_OPTION_KEYS if key in values}}
     method, fixed = LEGACY_METHODS[name]
