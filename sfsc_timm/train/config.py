@@ -326,8 +326,8 @@ def config_from_dict(values: Mapping[str, Any], where: str = 'config') -> TrainC
     if name not in METHODS:
         from .legacy import LEGACY_METHODS
         hint = (f' {name} is a preset of the published tables now: `python benchmarks/experiments/train.py` takes it, '
-                f'or write method {LEGACY_METHODS[name][0]} with its options (docs/design.md, "Methods and their '
-                'options").' if name in LEGACY_METHODS else '')
+                f'or write method {LEGACY_METHODS[name][0]} with its options '
+                '(docs/design.md, "Methods and their options").' if name in LEGACY_METHODS else '')
         raise ConfigError(f'unknown method {name!r} in {where}; available: {", ".join(METHODS)}.{hint}')
     blocks = {key: values.pop(key) for key in list(values) if key in METHODS}
     given = {key: values.pop(key) for key in list(values) if key in option_names() and key not in _FIELDS}
