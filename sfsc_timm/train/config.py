@@ -31,7 +31,7 @@ from ..losses.cosine_classifier import CLASSIFIERS, DEFAULT_COSINE_SCALE
 from ..layers import check_widths
 from .config_error import ConfigError
 from .key_help import key_comments
-from .legacy import upgrade_saved_recipe
+from .legacy import LEGACY_METHODS, upgrade_saved_recipe
 from .options import build_options, options_dict, options_fields
 
 __all__ = [
@@ -209,10 +209,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Type-check every field and the relations between them; returns `cfg`.
 
     Raises:
-        ConfigError: naming the key, the bad value and what is allowed.
+        ConfigError: naming the key, the bad value and what is allowed (the method and its options are checked by
+            config_from_dict, which builds the options).
     """
-    from .methods import METHODS  # late: the methods import torch-heavy modules
-
     for name in _FIELDS:
         setattr(cfg, name, _coerce(name, getattr(cfg, name)))
     try:
@@ -222,12 +221,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if len(widths) != len(cfg.widths):
         raise ConfigError(f'recipe key widths={cfg.widths} repeats a width; list each width once.')
     cfg.widths = list(widths)
-    if cfg.method not in METHODS:
-        raise ConfigError(f'unknown method {cfg.method!r}; available: {", ".join(METHODS)}.')
-    options_class = METHODS[cfg.method].options_class
-    if not isinstance(cfg.options, options_class):
-        raise ConfigError(f'method {cfg.method} takes {options_class.__name__}, got {type(cfg.options).__name__}; '
-                          'build the config with config_from_dict.')
     choices = dict(sampler=SAMPLERS, amp_dtype=AMP_DTYPES, val_split=VAL_SPLITS, sched=SCHEDULES,
                    triplet_feature=TRIPLET_FEATURES, last_stride=LAST_STRIDES, classifier=CLASSIFIERS)
     for name, allowed in choices.items():
@@ -324,20 +317,20 @@ def config_from_dict(values: Mapping[str, Any], where: str = 'config') -> TrainC
     values = dict(values)
     name = values.get('method', _FIELDS['method'].default)
     if name not in METHODS:
-        from .legacy import LEGACY_METHODS
         hint = (f' {name} is a preset of the published tables now: `python benchmarks/experiments/train.py` takes it, '
                 f'or write method {LEGACY_METHODS[name][0]} with its options '
                 '(docs/design.md, "Methods and their options").' if name in LEGACY_METHODS else '')
         raise ConfigError(f'unknown method {name!r} in {where}; available: {", ".join(METHODS)}.{hint}')
+    options_anywhere = set(option_names())
     blocks = {key: values.pop(key) for key in list(values) if key in METHODS}
-    given = {key: values.pop(key) for key in list(values) if key in option_names() and key not in _FIELDS}
+    given = {key: values.pop(key) for key in list(values) if key in options_anywhere and key not in _FIELDS}
     _check_keys(values, where)
     for other, block in blocks.items():
         if other != name:  # a typo in another method's block is named now, not when that method is chosen
             build_options(METHODS[other].options_class, block or {}, where=f'{where}: {other}')
-    own = dict(blocks.get(name) or {})
-    if not isinstance(blocks.get(name) or {}, Mapping):
-        raise ConfigError(f'{where}: {name} must be a mapping of option: value, got {type(blocks[name]).__name__}.')
+    own = blocks.get(name) or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError(f'{where}: {name} must be a mapping of option: value, got {type(own).__name__}.')
     method = METHODS[name]
     for key in given:
         if key not in options_fields(method.options_class):
@@ -380,8 +373,9 @@ def load_recipe(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f'recipe {path} must be a YAML mapping of key: value, got {type(values).__name__}.')
     from .methods import METHODS  # late, as in config_from_dict
     method = values.get('method', _FIELDS['method'].default)
+    options_anywhere = set(option_names())
     for key in values:
-        if key in option_names() and key not in _FIELDS:
+        if key in options_anywhere and key not in _FIELDS:
             raise ConfigError(f'recipe {path}: {key} is an option of the method; write it under the method\'s name '
                               f'({method}:\n  {key}: {values[key]}).')
     _check_keys([key for key in values if key not in METHODS], str(path))

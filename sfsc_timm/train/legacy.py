@@ -7,6 +7,8 @@ turns such a recipe into today's form, with the values the run trained with, so 
 """
 from typing import Any, Dict, Mapping, Tuple
 
+from .options import options_fields
+
 __all__ = ['FLAT_OPTION_KEYS', 'LEGACY_METHODS', 'upgrade_saved_recipe']
 
 # the top-level keys of the flat recipes that are options now
@@ -61,7 +63,7 @@ def upgrade_saved_recipe(saved: Mapping[str, Any]) -> Dict[str, Any]:
         return values
     flat = {**_MISSING_KEY_VALUES, **{key: values.pop(key) for key in FLAT_OPTION_KEYS if key in values}}
     method, fixed = LEGACY_METHODS[name]
-    names = set(METHODS[method].options_class.__dataclass_fields__)
+    names = set(options_fields(METHODS[method].options_class))
     options = {key: value for key, value in {**flat, **fixed}.items() if key in names}
     values['method'] = method
     values[method] = options

@@ -245,7 +245,7 @@ class SFSCStep(TrainStep):
         inner = super().create_optimizer()
         # the projection order is drawn from its own generator, so runs (and resumed runs) are reproducible
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        options = self.cfg.options
+        options = self.options
         # a narrow width's gradient lives in the leading block of each shared weight: the projection reads only that
         return GradientProjection(inner, shared_params(self.net), num_tasks=len(self.widths), generator=generator,
                                   projection_mode='pcgrad' if options.projection == 'pcgrad' else 'sum',
